@@ -1,0 +1,290 @@
+"""``TextGenEnv``: text generation as a Gymnasium environment, one token per step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from lmrl_gym.env_setup import EnvSetup, episode_example_index
+
+ENV_ARGUMENTS = (
+    "task",
+    "split",
+    "reward",
+    "max_new_tokens",
+    "max_prompt_tokens",
+    "invalid_action_penalty",
+    "shaping",
+    "sampling",
+    "strict_prompt_length",
+    "task_kwargs",
+    "render_mode",
+)
+
+
+def make_observation_space(setup: EnvSetup) -> spaces.Dict:
+    high = setup.tokenizer.vocab_size - 1
+    return spaces.Dict(
+        {
+            "prompt_ids": spaces.Box(0, high, shape=(setup.max_prompt_tokens,), dtype=np.int32),
+            "prefix_ids": spaces.Box(0, high, shape=(setup.max_new_tokens,), dtype=np.int32),
+        }
+    )
+
+
+def check_action(action: Any, vocab_size: int) -> int:
+    """``action`` as a Python int, or ValueError if it is not an integer id in ``[0, vocab_size)``."""
+    if isinstance(action, (np.ndarray, torch.Tensor)) and action.ndim == 0:
+        action = action.item()
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise ValueError(
+            f"action must be an integer token id in [0, {vocab_size}), got {action!r} ({type(action).__name__})"
+        )
+    if not 0 <= action < vocab_size:
+        raise ValueError(f"action {int(action)} is outside the action space Discrete({vocab_size})")
+    return int(action)
+
+
+def reject_unknown_arguments(kwargs: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    if kwargs:
+        raise ValueError(f"unknown argument(s) {sorted(kwargs)}; valid arguments: {list(valid)}")
+
+
+class TextGenEnv(gym.Env):
+    """Generate text one token at a time, rewarded by BLEU, an LM score, or any function you plug in.
+
+    ## Description
+
+    Each episode picks one example of a task (a prompt and one or more references) and lets the agent write
+    a continuation token by token. A *token* is a word or a character of the task's tokenizer, built from
+    the training split (``env.unwrapped.tokenizer``). Built-in tasks: ``lmrl_gym.list_tasks()``; your own
+    data: a list of examples or a JSON Lines / CSV file passed as ``task``.
+
+    ## Action Space
+
+    ``Discrete(vocab_size)``: the id of the next token. ``eos`` ends the episode. ``pad``, ``bos`` and ``unk``
+    can never be generated: ``action_masks()`` and ``info["action_mask"]`` mark them 0, and taking one ends
+    the episode with ``invalid_action_penalty`` and ``info["invalid_action"] = True`` (the prefix is left
+    as it was). An id outside ``[0, vocab_size)`` raises ``ValueError``.
+
+    ## Observation Space
+
+    ``Dict(prompt_ids=Box(int32, (max_prompt_tokens,)), prefix_ids=Box(int32, (max_new_tokens,)))``: the
+    prompt's ids and the ids generated so far (eos included once taken), each right-padded with
+    ``tokenizer.pad_id`` (0), which never occurs inside a sequence.
+
+    ## Rewards
+
+    The ``reward`` argument: ``"bleu"`` (sentence BLEU against the references, sacreBLEU's number on the
+    ids, scaled to [0, 1]), ``"exact_match"``, ``"lm"`` (log-probability of each token under a Kneser-Ney
+    model of the training references, natural log), a :class:`lmrl_gym.rewards.Reward`, a Python function
+    ``fn(text, references, prompt) -> float``, or a ``{reward: weight}`` mapping. Sequence rewards are paid
+    at the last step, token rewards at every step; with ``shaping=True`` sequence rewards are paid as the
+    per-step difference of the score of the prefix, which sums to the final score. An invalid action pays
+    ``invalid_action_penalty`` in place of the sequence reward (with shaping: minus what was already paid).
+
+    ## Starting State
+
+    An example of ``split`` chosen from the reset seed and the episode count (``sampling="random"``: i.i.d.
+    uniform; ``"sequential"``: in order from ``seed % num_examples``), or the one given by
+    ``reset(options={"index": i})``. The prefix is empty.
+
+    ## Episode End
+
+    Terminated when the agent takes ``eos`` or an invalid id; truncated after ``max_new_tokens`` tokens.
+    The last step's ``info`` has ``"text"`` (decoded, eos excluded), ``"references"``, ``"prompt"``,
+    ``"reward_components"`` (each component's value for the episode: token rewards summed),
+    ``"invalid_action"`` and ``"example_index"``.
+
+    ## Arguments
+
+    - ``task``: built-in name (default ``"numbers"``), a ``Task``, a list of examples or a file path.
+    - ``task_kwargs``: keyword arguments of the task builder, e.g. ``{"num_symbols": 6}``.
+    - ``split``: ``"train"`` | ``"validation"`` | ``"test"``.
+    - ``reward``: see Rewards (default ``"bleu"``).
+    - ``max_new_tokens``: episode length limit (default: longest reference in the task + 1).
+    - ``max_prompt_tokens``: prompt width (default: longest prompt in the task). Longer prompts keep their
+      first tokens, with a warning, or raise ``ValueError`` when ``strict_prompt_length=True``.
+    - ``invalid_action_penalty``: reward for taking pad / bos / unk (default -1.0).
+    - ``shaping``, ``sampling``: see Rewards and Starting State.
+    - ``render_mode``: ``"ansi"`` or None.
+
+    ## Vectorized environment
+
+    ``gym.make_vec(id, num_envs=N)`` returns :class:`lmrl_gym.TextGenVectorEnv`: the same episodes for the
+    same seeds as ``SyncVectorEnv`` of this env (autoreset ``SAME_STEP``), computed as batched tensors.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Any = "numbers",
+        split: str = "train",
+        reward: Any = "bleu",
+        max_new_tokens: int | None = None,
+        max_prompt_tokens: int | None = None,
+        invalid_action_penalty: float = -1.0,
+        shaping: bool = False,
+        sampling: str = "random",
+        strict_prompt_length: bool = False,
+        task_kwargs: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown_arguments(unknown, ENV_ARGUMENTS)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']}")
+        self.setup = EnvSetup(
+            task=task,
+            split=split,
+            reward=reward,
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            invalid_action_penalty=invalid_action_penalty,
+            shaping=shaping,
+            sampling=sampling,
+            strict_prompt_length=strict_prompt_length,
+            task_kwargs=task_kwargs,
+        )
+        self.render_mode = render_mode
+        self.tokenizer = self.setup.tokenizer
+        self.task = self.setup.task
+        self.observation_space = make_observation_space(self.setup)
+        self.action_space = spaces.Discrete(self.tokenizer.vocab_size)
+        self._seed_key: int | None = None
+        self._episode_count = 0
+        self._done: bool | None = None  # None: never reset
+        self._prefix = np.zeros(self.setup.max_new_tokens, dtype=np.int32)
+        self._length = 0
+        self._example_index = 0
+
+    @property
+    def num_examples(self) -> int:
+        """Number of examples in this env's split."""
+        return len(self.setup.data)
+
+    def action_masks(self) -> np.ndarray:
+        """bool ``[vocab_size]``: True for ids that may be generated (sb3-contrib MaskablePPO convention)."""
+        return self.setup.action_mask.astype(bool)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed_key, self._episode_count = int(seed), 0
+        elif self._seed_key is None:
+            self._seed_key, self._episode_count = int(self.np_random.integers(2**63)), 0
+        else:
+            self._episode_count += 1
+        index = (options or {}).get("index")
+        if index is None:
+            index = int(
+                episode_example_index(
+                    np.array([self._seed_key], dtype=np.uint64),
+                    np.array([self._episode_count], dtype=np.uint64),
+                    self.num_examples,
+                    self.setup.sampling,
+                )[0]
+            )
+        elif (
+            isinstance(index, bool)
+            or not isinstance(index, (int, np.integer))
+            or not (0 <= index < self.num_examples)
+        ):
+            raise ValueError(
+                f"options['index'] must be an integer in [0, {self.num_examples}), got {index!r}"
+            )
+        self._example_index = int(index)
+        self._prefix[:] = self.tokenizer.pad_id
+        self._length = 0
+        self._done = False
+        self._shaped_so_far = 0.0
+        self._token_totals = {r.name: 0.0 for r, _ in self.setup.pipeline.token_components}
+        info = {"action_mask": self.setup.action_mask.copy(), "example_index": self._example_index}
+        return self._observation(), info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {
+            "prompt_ids": self.setup.data.prompts[self._example_index].copy(),
+            "prefix_ids": self._prefix.copy(),
+        }
+
+    def _reward_batch(self, ended_with_eos: bool):
+        content = self._length - int(ended_with_eos)
+        generated = torch.as_tensor(self._prefix, dtype=torch.long)[None, :].clone()
+        generated[:, content:] = self.tokenizer.pad_id
+        return self.setup.reward_batch(
+            torch.tensor([self._example_index]),
+            generated,
+            torch.tensor([content]),
+            torch.tensor([ended_with_eos]),
+        )
+
+    def step(self, action: Any):
+        if self._done is None:
+            raise ResetNeeded("cannot call step() before reset()")
+        if self._done:
+            raise ResetNeeded("the episode has ended (terminated or truncated); call reset() before step()")
+        token = check_action(action, self.tokenizer.vocab_size)
+        setup = self.setup
+        pipeline = setup.pipeline
+        info: dict[str, Any] = {"action_mask": setup.action_mask.copy()}
+        components: dict[str, float] = {}
+        if setup.action_mask[token] == 0:
+            reward = setup.invalid_action_penalty - self._shaped_so_far
+            terminated, truncated, invalid = True, False, True
+            components["invalid_action_penalty"] = setup.invalid_action_penalty
+        else:
+            invalid = False
+            eos = token == self.tokenizer.eos_id
+            self._prefix[self._length] = token
+            self._length += 1
+            terminated = eos
+            truncated = not eos and self._length >= setup.max_new_tokens
+            token_part = sequence_part = 0.0
+            if pipeline.has_token_rewards or pipeline.shaping or terminated or truncated:
+                batch = self._reward_batch(eos)
+                if pipeline.has_token_rewards:
+                    total, values = pipeline.token_rewards(batch)
+                    token_part = total.item()
+                    for name, value in values.items():
+                        self._token_totals[name] += value.item()
+                if pipeline.shaping or terminated or truncated:
+                    total, values = pipeline.sequence_rewards(batch)
+                    sequence_part = total.item() - self._shaped_so_far
+                    self._shaped_so_far = total.item() if pipeline.shaping else 0.0
+                    components.update({name: value.item() for name, value in values.items()})
+            reward = token_part + sequence_part
+        if terminated or truncated:
+            self._done = True
+            components.update(self._token_totals)
+            example = setup.data.examples[self._example_index]
+            content = self._prefix[: self._length - int(terminated and not invalid)]
+            info.update(
+                text=self.tokenizer.decode(content),
+                references=list(example.references),
+                prompt=example.prompt,
+                reward_components=components,
+                invalid_action=invalid,
+                example_index=self._example_index,
+            )
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._done is None:
+            return "(call reset() first)"
+        example = self.setup.data.examples[self._example_index]
+        text = " ".join(self.tokenizer.id_to_token[i] for i in self._prefix[: self._length])
+        return f"prompt:     {example.prompt}\ngenerated:  {text}\nreferences: {' | '.join(example.references)}\n"
