@@ -281,6 +281,64 @@ def test_batched_handles_large_ids_and_int32():
     assert torch.equal(as_int32, small)
 
 
+def test_long_sequences_equal_sacrebleu():
+    """Sequences longer than one 56-position bit word: matches must carry across word boundaries. A tiny
+    vocabulary and copied spans make long n-gram matches that straddle positions 55/56 and 111/112."""
+    rng = random.Random(3)
+    hyps, refs = [], []
+    for _ in range(24):
+        hyp = [rng.randrange(3) for _ in range(rng.randint(40, 130))]
+        segment_refs = []
+        for _ in range(rng.randint(1, 3)):
+            ref = [rng.randrange(3) for _ in range(rng.randint(0, 130))]
+            start = rng.randrange(len(hyp))
+            ref[50:50] = hyp[start : start + 30]  # a long common span around the word boundary
+            segment_refs.append(ref)
+        hyps.append(hyp)
+        refs.append(segment_refs)
+    h, hl = pad_sequences(hyps)
+    r, rl, rm = pad_references(refs)
+    for smooth_method, effective_order in [("exp", True), ("none", False), ("add-k", True), ("floor", False)]:
+        scores = batched_sentence_bleu(h, hl, r, rl, rm, smooth_method, None, effective_order)
+        expected = [
+            sacre_sentence(x, y, smooth_method, None, effective_order)
+            for x, y in zip(hyps, refs, strict=True)
+        ]
+        assert scores.tolist() == pytest.approx(expected, abs=TOL)
+    stats = bleu_statistics(h, hl, r, rl, rm)
+    sacre_stats = sacre("none", None, False)._extract_corpus_statistics(
+        [words(x) for x in hyps], [[words(rs[k]) if k < len(rs) else None for rs in refs] for k in range(3)]
+    )
+    assert stats.correct.tolist() == [row[2:6] for row in sacre_stats]
+    assert stats.ref_len.tolist() == [row[1] for row in sacre_stats]
+
+
+def test_portable_bit_packing_gives_the_same_statistics(monkeypatch):
+    """The byte-order-independent packing path (used on big-endian machines) agrees with the fast one."""
+    import lmrl_gym.rewards.bleu as bleu_module
+
+    rng = random.Random(4)
+    hyps, refs = random_batch(rng, 32, vocab=4)
+    hyps[0] = [rng.randrange(3) for _ in range(70)]  # two words per bit set
+    refs[0] = [hyps[0][10:65]]
+    h, hl = pad_sequences(hyps)
+    r, rl, rm = pad_references(refs)
+    fast = bleu_statistics(h, hl, r, rl, rm)
+    monkeypatch.setattr(bleu_module, "_LITTLE_ENDIAN", False)
+    portable = bleu_statistics(h, hl, r, rl, rm)
+    for a, b in zip(fast, portable, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_all_hypotheses_empty():
+    h, hl = pad_sequences([[], []])
+    r, rl, rm = pad_references([[[1, 2]], [[], [3]]])
+    assert h.shape == (2, 0)
+    stats = bleu_statistics(h, hl, r, rl, rm)
+    assert stats.correct.tolist() == [[0] * 4] * 2 and stats.ref_len.tolist() == [2, 0]
+    assert batched_sentence_bleu(h, hl, r, rl, rm).tolist() == [0.0, 0.0]
+
+
 def test_statistics_of_a_known_example():
     # hyp "1 1 2 1 2", refs "1 2 1" and "1 1 1 1 2". Unigrams: 1 occurs 3x, best single ref has 4 -> 3;
     # 2 occurs 2x, best single ref has 1 -> 1 (4 in all, although the refs together have two 2s).
@@ -293,6 +351,17 @@ def test_statistics_of_a_known_example():
     assert stats.total.tolist() == [[5, 4, 3, 2]]
     assert stats.hyp_len.tolist() == [5] and stats.ref_len.tolist() == [5]
     assert stats.correct.dtype == torch.int64
+
+
+def test_many_repeats_of_one_token():
+    """Counts up to the full word width (56) and across words: a token repeated 45 / 50 / 120 times."""
+    h, hl = pad_sequences([[1] * 50, [2] * 120])
+    r, rl, rm = pad_references([[[1] * 45], [[2] * 100, [2] * 110]])
+    stats = bleu_statistics(h, hl, r, rl, rm)
+    assert stats.correct.tolist() == [[45, 44, 43, 42], [110, 109, 108, 107]]
+    expected = [sacre_sentence([1] * 50, [[1] * 45], "exp", None, True)]
+    expected.append(sacre_sentence([2] * 120, [[2] * 100, [2] * 110], "exp", None, True))
+    assert batched_sentence_bleu(h, hl, r, rl, rm).tolist() == pytest.approx(expected, abs=TOL)
 
 
 def test_empty_batch():

@@ -19,9 +19,7 @@ def test_sb3_ppo_multi_input_policy_trains_2048_steps_on_copy():
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=2048)
     assert model.num_timesteps >= 2048
-    assert any(
-        not np.allclose(a, b.detach()) for a, b in zip(before, model.policy.parameters(), strict=True)
-    )
+    assert any(not np.allclose(a, b.detach()) for a, b in zip(before, model.policy.parameters(), strict=True))
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(int(action))

@@ -19,17 +19,21 @@ follows:
   references are marked here by ``ref_mask == False``.
 
 The hot path (:func:`bleu_statistics`, :func:`bleu_from_statistics`, :func:`batched_sentence_bleu`) is
-batched tensor code: the only Python loop is over the n-gram order. Statistics stay integer; the score is
-computed in float64. Everything stays on the device of the inputs.
+batched tensor code: the only Python loops are over the n-gram order and the bytes of a word. Statistics
+stay integer; the score is computed in float64. Everything stays on the device of the inputs.
 
-Matching is done without hashing n-grams into keys (which could collide or overflow for large
-vocabularies): unigram equality is computed once by broadcasting, and ``n``-gram equality at positions
-``(i, j)`` is ``(n-1)``-gram equality at ``(i, j)`` AND unigram equality at ``(i+n-1, j+n-1)``. Memory is
-``O(B·T·(T + R·L))`` booleans for a ``[B, T]`` hypothesis batch and ``[B, R, L]`` references.
+Matching never hashes n-grams into keys (which could collide, or overflow int64 for large vocabularies):
+unigram equality between the hypothesis and each reference (and the hypothesis itself) is packed into bit
+sets over positions, and an n-gram match is an (n-1)-gram match shifted by one position AND a unigram
+match (see :func:`_ngram_match_counts`). Temporary memory is about ``B·T·(R+1)·(2·P + 8·N·⌈P/56⌉)``
+bytes for a ``[B, T]`` hypothesis batch, ``[B, R, L]`` references and order N, with ``P = max(T, L)``
+rounded up to a multiple of 8 (of 56 beyond 56): 3 MB for 256 episodes of 30 tokens and 3 references,
+but it grows with the square of the length (0.75 GB for 256 episodes of 512 tokens and 3 references).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -59,9 +63,8 @@ SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k":
 _LOG_ZERO = -9999999999.0
 
 # Marker written over reference padding and absent references before matching. Real ids are validated to
-# be >= 0, so a reference n-gram reaching into padding can never equal a hypothesis n-gram made of real
-# tokens, and no per-order reference validity masks are needed. (Hypothesis padding needs no marker: only
-# n-grams that lie wholly inside the hypothesis are counted, see ``hyp_real_n``.)
+# be >= 0, so a reference n-gram reaching into padding never equals a hypothesis n-gram of real tokens, and
+# no per-order validity masks are needed on the reference side.
 _REF_PAD = -1
 
 
@@ -200,6 +203,119 @@ def _validate_inputs(
 # ---------------------------------------------------------------------------------------------------------
 # statistics and scores
 
+# Bit sets over positions are stored 56 bits to an int64 word: the top byte stays free, so words are never
+# negative, shifts are well defined and the popcount below cannot overflow.
+_WORD_BITS = 56
+_WORD_MASK = (1 << _WORD_BITS) - 1
+# Packing reads a bool tensor as int64 (8 booleans, one per byte), which depends on the byte order.
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _row_width(length: int) -> int:
+    """Padded width of the position axis: whole bytes, and whole 7-byte words beyond one word."""
+    length = max(length, 1)
+    unit = 8 if length <= _WORD_BITS else _WORD_BITS
+    return -(-length // unit) * unit
+
+
+def _pack_bits_(flags: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> None:
+    """Pack booleans into bit sets: flag ``j`` of ``[..., P]`` bool -> bit ``j % 56`` of word ``j // 56`` of
+    ``out`` ``[..., W]`` int64.
+
+    ``P = 8·K`` with ``K <= 7`` (then ``W = 1``) or ``K = 7·W``; ``scratch`` is ``[..., K]`` int64. Overwrites
+    ``flags`` and ``scratch``. Reading the bool tensor as int64 puts 8 flags in one element, one per byte
+    (bits 0, 8, ..., 56 on a little-endian machine); three shift-ORs gather them into the low byte. That is
+    a few passes at 8 flags per element, where a weighted sum would first widen every flag to an integer.
+    """
+    *lead, width = flags.shape
+    num_bytes = width // 8
+    x = flags.view(torch.int64)  # [..., K]
+    if _LITTLE_ENDIAN:
+        torch.bitwise_right_shift(x, 7, out=scratch)
+        scratch.bitwise_or_(x)  # bits 0-1 of byte k: flags k, k+1
+        torch.bitwise_right_shift(scratch, 14, out=x)
+        scratch.bitwise_or_(x)  # bits 0-3: flags k..k+3
+        torch.bitwise_right_shift(scratch, 28, out=x)
+        scratch.bitwise_or_(x).bitwise_and_(0xFF)  # bits 0-7: flags k..k+7; leftovers above masked off
+    else:  # portable, slower
+        weights = torch.arange(8, device=flags.device)
+        scratch.copy_((flags.reshape(*lead, num_bytes, 8).long() << weights).sum(-1))
+    # scratch now holds one byte of 8 flags per element; gather the (up to) 7 bytes of each word.
+    words = out.shape[-1]
+    per_word = scratch.view(*lead, words, num_bytes // words)
+    out.copy_(per_word[..., 0])
+    shifted = x[..., :words]  # the flags' memory is free again: a buffer for the shifted bytes
+    for k in range(1, per_word.shape[-1]):  # at most 6: bytes within a word, not positions
+        torch.bitwise_left_shift(per_word[..., k], 8 * k, out=shifted)
+        out.bitwise_or_(shifted)
+
+
+def _popcount_(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Number of set bits of ``[..., W]`` 56-bit words, summed over the last axis -> ``[...]`` int64.
+
+    SWAR bit counting in place: overwrites ``x`` and ``scratch`` (same shape as ``x``).
+    """
+    torch.bitwise_right_shift(x, 1, out=scratch)
+    x.sub_(scratch.bitwise_and_(0x55555555555555))  # 2-bit fields hold their own counts
+    torch.bitwise_right_shift(x, 2, out=scratch)
+    x.bitwise_and_(0x33333333333333).add_(scratch.bitwise_and_(0x33333333333333))  # 4-bit fields
+    torch.bitwise_right_shift(x, 4, out=scratch)
+    x.add_(scratch).bitwise_and_(0x0F0F0F0F0F0F0F)  # each byte holds its own count (<= 8)
+    for shift in (8, 16, 32):  # add up the bytes; the total (<= 56) ends up in the low byte
+        torch.bitwise_right_shift(x, shift, out=scratch)
+        x.add_(scratch)
+    x.bitwise_and_(0xFF)
+    return x[..., 0] if x.shape[-1] == 1 else x.sum(-1)
+
+
+def _ngram_match_counts(hyp_ids: torch.Tensor, rows: torch.Tensor, max_order: int) -> torch.Tensor:
+    """For each hypothesis n-gram, how often it occurs in each row.
+
+    :param hyp_ids: int64 ``[B, T]`` hypothesis ids.
+    :param rows: int64 ``[B, S, P]`` rows to search (``P`` from :func:`_row_width`); the last row is the
+        hypothesis itself, searched only at positions up to the current one.
+    :param max_order: largest n-gram order N.
+    :return: int64 ``[N, B, T, S]``: entry ``[n-1, b, k, s]`` counts the n-grams of row ``s`` equal to the
+        hypothesis n-gram *ending* at ``k + n - 1`` (for the last row: those ending at or before it). Entries
+        with ``k + n - 1 >= T`` are 0; the caller masks n-grams that reach into padding.
+
+    Method: unigram equality is packed into bit sets over row positions (bit j of ``[b, i, s]`` set iff
+    ``hyp[b, i] == rows[b, s, j]``). An n-gram ending at ``i`` matches one ending at ``j`` iff the
+    (n-1)-grams ending at ``i-1`` and ``j-1`` match and the tokens at ``i`` and ``j`` do: a one-bit shift
+    of the previous order's set ANDed with the unigram set, then a popcount. Memory is ``O(B·T·S·P)``
+    bytes plus ``O(N·B·T·S·P/7)``. Large intermediate buffers are allocated once and reused in place:
+    on CPU, page-faulting fresh memory costs more than the arithmetic.
+    """
+    batch, max_hyp = hyp_ids.shape
+    _, num_rows, width = rows.shape
+    num_bytes = width // 8
+    words = -(-num_bytes // (_WORD_BITS // 8))
+    device = hyp_ids.device
+    cells = batch * max_hyp * num_rows
+    # One workspace: the flags and the packing scratch, later the popcount scratch.
+    workspace = torch.empty(cells * max(2 * width, 8 * max_order * words), dtype=torch.uint8, device=device)
+    flags = workspace[: cells * width].view(torch.bool).view(batch, max_hyp, num_rows, width)
+    torch.eq(hyp_ids[:, :, None, None], rows[:, None, :, :], out=flags)
+    pack_scratch = workspace[cells * width : 2 * cells * width].view(torch.int64)
+    ends = torch.empty((max_order, batch, max_hyp, num_rows, words), dtype=torch.long, device=device)
+    _pack_bits_(flags, pack_scratch.view(batch, max_hyp, num_rows, num_bytes), out=ends[0])
+    # The hypothesis row keeps positions j <= i only (row i of the triangle: bits 0..i).
+    i = torch.arange(max_hyp, device=device)[:, None]
+    w = torch.arange(words, device=device)
+    ends[0, :, :, -1] &= (1 << (i + 1 - _WORD_BITS * w).clamp(0, _WORD_BITS)) - 1
+
+    for n in range(2, max_order + 1):
+        num_ends = max(max_hyp - n + 1, 0)
+        prev, cur = ends[n - 2, :, :num_ends], ends[n - 1, :, :num_ends]
+        torch.bitwise_left_shift(prev, 1, out=cur)
+        cur.bitwise_and_(_WORD_MASK)
+        if words > 1:  # carry the top bit of each word into the next word
+            cur[..., 1:] |= prev[..., :-1] >> (_WORD_BITS - 1)
+        cur.bitwise_and_(ends[0, :, n - 1 :])
+        ends[n - 1, :, num_ends:] = 0  # no n-gram ends this early
+    popcount_scratch = workspace[: ends.numel() * 8].view(torch.int64).view(ends.shape)
+    return _popcount_(ends, popcount_scratch)
+
 
 def bleu_statistics(
     hyp: torch.Tensor,
@@ -248,39 +364,31 @@ def bleu_statistics(
     key = torch.where(ref_mask, key, torch.full_like(key, big))
     closest_ref_len = ref_lengths.gather(1, key.argmin(1, keepdim=True)).squeeze(1)
 
-    # Overwrite reference padding (and absent references) with a marker that matches nothing real.
-    ref_pos = torch.arange(max_ref, device=device)
+    if max_hyp == 0:  # only empty hypotheses: nothing to match
+        correct = torch.zeros((batch, max_order), dtype=torch.long, device=device)
+        return BleuStatistics(correct=correct, total=total, hyp_len=hyp_lengths, ref_len=closest_ref_len)
+
+    # The hypothesis is matched against R + 1 rows: its references and, last, itself (for the rank of each
+    # occurrence, below). Reference padding and absent references are overwritten with a marker that
+    # matches no real id (ids are >= 0). Hypothesis padding needs none: only n-grams wholly inside the
+    # hypothesis are counted (``real_end`` below), and matched against itself only at positions j <= i.
     hyp_ids = hyp.long()
-    ref_real = (ref_pos < ref_lengths[..., None]) & ref_mask[..., None]
-    ref_ids = torch.where(ref_real, refs.long(), _REF_PAD)
+    ref_real = (torch.arange(max_ref, device=device) < ref_lengths[..., None]) & ref_mask[..., None]
+    width = _row_width(max(max_ref, max_hyp))
+    rows = torch.full((batch, num_refs + 1, width), _REF_PAD, dtype=torch.long, device=device)
+    rows[:, :num_refs, :max_ref] = torch.where(ref_real, refs.long(), _REF_PAD)
+    rows[:, num_refs, :max_hyp] = hyp_ids
+    counts = _ngram_match_counts(hyp_ids, rows, max_order)  # [N, B, T, R + 1]
 
-    # Unigram equality. hyp-vs-hyp keeps only j <= i (lower triangle): the rank of occurrence i of an n-gram
-    # is the number of equal n-grams at j <= i. Shifting both indices by the same amount keeps j <= i, so
-    # the triangle survives the recursion below. For a real n-gram at i every j <= i is real too, so
-    # hypothesis padding never enters a counted rank; rows of n-grams that reach into padding are garbage
-    # and are dropped by ``hyp_real_n``.
-    eq_hr1 = hyp_ids[:, :, None, None] == ref_ids[:, None, :, :]  # [B, T, R, L]
-    eq_hh1 = (hyp_ids[:, :, None] == hyp_ids[:, None, :]) & torch.ones(
-        (max_hyp, max_hyp), dtype=torch.bool, device=device
-    ).tril()  # [B, T, T]
-
-    correct_per_order = []
-    eq_hr, eq_hh = eq_hr1, eq_hh1
-    for n in range(1, max_order + 1):
-        t_n = max(max_hyp - n + 1, 0)  # n-gram start positions in the padded hypothesis
-        l_n = max(max_ref - n + 1, 0)
-        if n > 1:
-            # n-gram equal at (i, j) <=> (n-1)-gram equal at (i, j) and tokens equal at (i+n-1, j+n-1).
-            eq_hr = eq_hr[:, :t_n, :, :l_n] & eq_hr1[:, n - 1 : n - 1 + t_n, :, n - 1 : n - 1 + l_n]
-            eq_hh = eq_hh[:, :t_n, :t_n] & eq_hh1[:, n - 1 : n - 1 + t_n, n - 1 : n - 1 + t_n]
-        # Clipping: a hypothesis n-gram occurring k times is credited min(k, m) times, m = its largest count
-        # in one reference; equivalently, its occurrences of rank 1..m are credited. Counting per occurrence
-        # avoids finding "first occurrences" explicitly.
-        ref_count = eq_hr.sum(-1).amax(-1)  # [B, t_n]: best single-reference count
-        rank = eq_hh.sum(-1)  # [B, t_n]: 1 for the first occurrence, 2 for the second, ...
-        hyp_real_n = torch.arange(t_n, device=device) < (hyp_lengths[:, None] - n + 1)
-        correct_per_order.append(((rank <= ref_count) & hyp_real_n).sum(-1))
-    correct = torch.stack(correct_per_order, dim=1)
+    # Clipping: a hypothesis n-gram occurring k times is credited min(k, m) times, m = its largest count in
+    # any one reference; equivalently, its occurrences of rank 1..m are credited, the rank of an occurrence
+    # being its count in the hypothesis up to and including itself. Counting per occurrence avoids finding
+    # "first occurrences" explicitly.
+    ref_count = counts[..., :-1].amax(-1)  # [N, B, T]
+    rank = counts[..., -1]
+    end_pos = torch.arange(max_hyp, device=device)
+    real_end = end_pos < (hyp_lengths[None, :, None] - orders[:, None, None] + 1)  # n-gram inside the hyp
+    correct = ((rank <= ref_count) & real_end).sum(-1).T.contiguous()  # [B, N]
     return BleuStatistics(correct=correct, total=total, hyp_len=hyp_lengths, ref_len=closest_ref_len)
 
 
@@ -316,57 +424,47 @@ def bleu_from_statistics(
     ref = ref_len.to(f64)
 
     # Brevity penalty; the where() keeps the c == 0 branch from dividing by zero.
-    safe_sys = torch.where(sys_len > 0, sys_len, torch.ones_like(sys_len))
-    bp = torch.where(
-        sys_len < ref,
-        torch.where(sys_len > 0, torch.exp(1.0 - ref / safe_sys), torch.zeros_like(sys_len)),
-        torch.ones_like(sys_len),
-    )
+    safe_sys = torch.where(sys_len > 0, sys_len, 1.0)
+    bp = torch.where(sys_len < ref, torch.where(sys_len > 0, torch.exp(1.0 - ref / safe_sys), 0.0), 1.0)
 
-    # The loop is over n-gram orders only, accumulating the log-precision sum left to right as sacreBLEU's
-    # Python sum() does, so that rounding is the same.
-    log_sum = torch.zeros(batch, dtype=f64, device=correct.device)
-    still_valid = torch.ones(batch, dtype=torch.bool, device=correct.device)  # no break yet
-    eff_order = torch.zeros(batch, dtype=f64, device=correct.device)
-    mteval = torch.ones(batch, dtype=f64, device=correct.device)  # exp smoothing's doubling denominator
-    for i in range(max_order):
-        c = correct[:, i].to(f64)
-        t = total[:, i].to(f64)
-        if smooth_method == "add-k" and i > 0:
-            # add-k smooths bigrams and up only, and before the "no n-grams" test: with k > 0 the higher
-            # orders of a short hypothesis are never cut off.
-            c = c + value
-            t = t + value
-        # sacreBLEU stops at the first order with no n-grams; later precisions stay 0.
-        still_valid = still_valid & (t != 0)
-        safe_t = torch.where(t != 0, t, torch.ones_like(t))
-        zero_match = c == 0
-        if smooth_method == "exp":
-            mteval = torch.where(still_valid & zero_match, mteval * 2.0, mteval)
-            smoothed = 100.0 / (mteval * safe_t)
-        elif smooth_method == "floor":
-            smoothed = 100.0 * value / safe_t
-        else:  # 'none' and 'add-k' leave a zero precision at 0
-            smoothed = torch.zeros_like(t)
-        precision = torch.where(zero_match, smoothed, 100.0 * c / safe_t)
-        precision = torch.where(still_valid, precision, torch.zeros_like(precision))
-        safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
-        log_p = torch.where(precision > 0, torch.log(safe_p), torch.full_like(precision, _LOG_ZERO))
-        if effective_order:
-            # Orders after the break are left out of the mean altogether.
-            log_sum = log_sum + torch.where(still_valid, log_p, torch.zeros_like(log_p))
-            eff_order = eff_order + still_valid.to(f64)
-        else:
-            log_sum = log_sum + log_p
-    if not effective_order:
-        eff_order = torch.full_like(eff_order, float(max_order))
+    c = correct.to(f64)
+    t = total.to(f64)
+    if smooth_method == "add-k":
+        # add-k smooths bigrams and up only, and before the "no n-grams" test below: with k > 0 the higher
+        # orders of a short hypothesis are never cut off.
+        c[:, 1:] += value
+        t[:, 1:] += value
+    # sacreBLEU walks n = 1, 2, ... and stops at the first order with no n-grams: `valid` marks the orders
+    # before that stop; later precisions stay 0.
+    valid = torch.cumprod((t != 0).to(torch.int8), dim=-1).bool()
+    safe_t = torch.where(valid, t, 1.0)
+    zero_match = c == 0
+    if smooth_method == "exp":
+        # The denominator doubles at every order so far whose match count is 0 (orders after the stop
+        # count too, harmlessly: their precision is 0 whatever the denominator).
+        doublings = torch.cumsum(zero_match, dim=-1)
+        smoothed = 100.0 / (torch.pow(2.0, doublings.to(f64)) * safe_t)
+    elif smooth_method == "floor":
+        smoothed = 100.0 * value / safe_t
+    else:  # 'none' and 'add-k' leave a zero precision at 0
+        smoothed = torch.zeros_like(t)
+    precision = torch.where(valid, torch.where(zero_match, smoothed, 100.0 * c / safe_t), 0.0)
+    positive = precision > 0
+    log_p = torch.where(positive, torch.log(torch.where(positive, precision, 1.0)), _LOG_ZERO)
 
-    # eff_order is >= 1 wherever some correct[n] > 0 (then total[0] > 0); elsewhere the score is 0 anyway.
-    safe_eff = torch.where(eff_order > 0, eff_order, torch.ones_like(eff_order))
-    score = bp * torch.exp(log_sum / safe_eff)
+    # Geometric mean over all orders, or with effective order over the orders before the stop. (sacreBLEU
+    # sets the effective order inside its loop, after the stop test: if the very first order has no n-grams
+    # it keeps the full order. Only hand-made statistics reach that case; a real one then scores 0 anyway.)
+    mean_all = log_p.sum(-1) / max_order
+    if effective_order:
+        num_valid = valid.sum(-1)
+        mean_valid = torch.where(valid, log_p, 0.0).sum(-1) / num_valid.clamp_min(1).to(f64)
+        mean_log = torch.where(num_valid > 0, mean_valid, mean_all)
+    else:
+        mean_log = mean_all
+    score = bp * torch.exp(mean_log)
     # No matching n-gram at all: 0, decided on the raw counts, before smoothing (sacreBLEU issue #141).
-    any_match = (correct > 0).any(-1)
-    return torch.where(any_match, score, torch.zeros_like(score))
+    return torch.where((correct > 0).any(-1), score, 0.0)
 
 
 def batched_sentence_bleu(

@@ -18,7 +18,7 @@ FRACTIONS = (0.8, 0.1, 0.1)
 MAX_SYMBOLS = len(string.ascii_lowercase)
 
 
-def _check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an ``int`` in ``[low, high]``, or a ValueError naming the argument."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -40,13 +40,13 @@ def _check_int(name: str, value: object, low: int | None = None, high: int | Non
 def _check_sequence_args(
     num_symbols: object, min_length: object, max_length: object, num_examples: object, seed: object
 ) -> tuple[int, int, int, int, int]:
-    num_symbols = _check_int("num_symbols", num_symbols, 2, MAX_SYMBOLS)
-    min_length = _check_int("min_length", min_length, 1)
-    max_length = _check_int("max_length", max_length, 1)
+    num_symbols = check_int("num_symbols", num_symbols, 2, MAX_SYMBOLS)
+    min_length = check_int("min_length", min_length, 1)
+    max_length = check_int("max_length", max_length, 1)
     if max_length < min_length:
         raise ValueError(f"max_length must be >= min_length ({min_length}), got {max_length}")
-    num_examples = _check_int("num_examples", num_examples, 1)
-    seed = _check_int("seed", seed)
+    num_examples = check_int("num_examples", num_examples, 1)
+    seed = check_int("seed", seed)
     return num_symbols, min_length, max_length, num_examples, seed
 
 
@@ -287,9 +287,9 @@ def make_addition_task(max_digits: int = 3, num_examples: int = 5000, seed: int 
 
     * v0: initial version
     """
-    max_digits = _check_int("max_digits", max_digits, 1, 18)
-    num_examples = _check_int("num_examples", num_examples, 1)
-    seed = _check_int("seed", seed)
+    max_digits = check_int("max_digits", max_digits, 1, 18)
+    num_examples = check_int("num_examples", num_examples, 1)
+    seed = check_int("seed", seed)
     base = 10**max_digits
     total = base * base
     rng = random.Random(seed)

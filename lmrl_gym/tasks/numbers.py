@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import operator
-
 from num2words import CONVERTER_CLASSES, num2words
 
+from lmrl_gym.tasks.algorithmic import check_int
 from lmrl_gym.tasks.base import Example, Task, split_by_hash
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -20,19 +19,6 @@ def _check_lang(name: str, lang: object) -> str:
             f"num2words.CONVERTER_CLASSES), got {lang!r}"
         )
     return lang
-
-
-def _check_int(name: str, value: object, low: int | None = None) -> int:
-    allowed = "an integer" if low is None else f"an integer >= {low}"
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    try:
-        result = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if low is not None and result < low:
-        raise ValueError(f"{name} must be {allowed}, got {result}")
-    return result
 
 
 def _spell(n: int, lang: str, max_number: int) -> str:
@@ -89,8 +75,8 @@ def make_numbers_task(
             f"source_lang and target_lang are both {source_lang!r}: nothing to translate; "
             "choose two different languages"
         )
-    max_number = _check_int("max_number", max_number, low=0)
-    seed = _check_int("seed", seed)
+    max_number = check_int("max_number", max_number, low=0)
+    seed = check_int("seed", seed)
 
     by_prompt: dict[str, list[str]] = {}
     for n in range(max_number + 1):

@@ -1,0 +1,36 @@
+"""Unmodified Stable-Baselines3 PPO on a TextGen environment, single and native-vector.
+
+python examples/sb3_ppo.py [--timesteps 20000]
+"""
+
+import argparse
+
+import gymnasium as gym
+from stable_baselines3 import PPO
+
+import lmrl_gym
+from agents.sb3 import SB3VecEnv
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--timesteps", type=int, default=20_000)
+args = parser.parse_args()
+gym.register_envs(lmrl_gym)
+small = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
+
+# The native vector env (batched tensors) behind SB3's VecEnv interface.
+venv = SB3VecEnv(gym.make_vec("TextGen-Copy-v0", num_envs=16, info_text=False, **small).unwrapped)
+model = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=256, seed=0, verbose=0)
+model.learn(total_timesteps=args.timesteps)
+
+env = gym.make("TextGen-Copy-v0", split="test", **small)
+returns = []
+for episode in range(20):
+    obs, info = env.reset(seed=episode)
+    done, total = False, 0.0
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(int(action))
+        total += reward
+        done = terminated or truncated
+    returns.append(total)
+print(f"mean test reward after {args.timesteps} steps of SB3 PPO: {sum(returns) / len(returns):.3f}")
