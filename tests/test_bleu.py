@@ -265,6 +265,11 @@ def test_batched_equals_per_example(smooth_method, effective_order):
     ]
     assert scores.tolist() == pytest.approx(expected, abs=TOL)
     assert any(s > 0 for s in expected)  # the batch is not trivially all-zero
+    # The environments' path (no data-reading checks) computes the same numbers.
+    unchecked = batched_sentence_bleu(
+        h, hl, r, rl, rm, smooth_method, None, effective_order, check_values=False
+    )
+    assert torch.equal(unchecked, scores)
 
 
 def test_batched_handles_large_ids_and_int32():

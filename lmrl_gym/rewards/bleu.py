@@ -137,8 +137,13 @@ def _validate_inputs(
     refs: torch.Tensor,
     ref_lengths: torch.Tensor,
     ref_mask: torch.Tensor | None,
+    check_values: bool = True,
 ) -> torch.Tensor:
-    """Check shapes, dtypes, devices, lengths, ids and reference presence; return the bool ref mask."""
+    """Check shapes, dtypes, devices, lengths, ids and reference presence; return the bool ref mask.
+
+    ``check_values=False`` skips the checks that read the data (lengths in range, non-negative ids, a
+    reference per row): for callers such as the environments that build the tensors themselves.
+    """
     _check_int_tensor("hyp", hyp, 2)
     _check_int_tensor("hyp_lengths", hyp_lengths, 1)
     _check_int_tensor("refs", refs, 3)
@@ -167,7 +172,7 @@ def _validate_inputs(
     devices = {t.device for t in (hyp, hyp_lengths, refs, ref_lengths, ref_mask)}
     if len(devices) > 1:
         raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
-    if batch == 0:
+    if batch == 0 or not check_values:
         return ref_mask
 
     # One host sync for all data-dependent checks instead of one per check (matters on CUDA).
@@ -325,6 +330,7 @@ def bleu_statistics(
     ref_mask: torch.Tensor | None = None,
     *,
     max_order: int = 4,
+    check_values: bool = True,
 ) -> BleuStatistics:
     """Per-segment BLEU sufficient statistics, as sacreBLEU computes them, for a batch.
 
@@ -336,11 +342,13 @@ def bleu_statistics(
     :param ref_mask: bool ``[B, R]``, True for a real reference, False for an absent one (a row of a
         hypothesis with fewer than R references); None = all real. Every row needs one real reference.
     :param max_order: largest n-gram order (sacreBLEU: 4).
+    :param check_values: also check lengths, ids and reference presence (reads the data; the shapes are
+        always checked). Callers that build the tensors themselves, like the environments, pass False.
     :return: :class:`BleuStatistics` of int64 tensors on the inputs' device.
     :raises ValueError: on bad shapes, dtypes, lengths, negative ids or a hypothesis without references.
     """
     _check_max_order(max_order)
-    ref_mask = _validate_inputs(hyp, hyp_lengths, refs, ref_lengths, ref_mask)
+    ref_mask = _validate_inputs(hyp, hyp_lengths, refs, ref_lengths, ref_mask, check_values)
     device = hyp.device
     batch, max_hyp = hyp.shape
     _, num_refs, max_ref = refs.shape
@@ -478,6 +486,7 @@ def batched_sentence_bleu(
     effective_order: bool = True,
     *,
     max_order: int = 4,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Sentence BLEU of each of B hypotheses against its own references, in one batched computation.
 
@@ -492,12 +501,15 @@ def batched_sentence_bleu(
     :param smooth_value: for ``floor``/``add-k``; None = the sacreBLEU default.
     :param effective_order: sacreBLEU's sentence-level default is True.
     :param max_order: largest n-gram order.
+    :param check_values: see :func:`bleu_statistics`.
     :return: float64 ``[B]`` scores on the 0-100 scale, on the inputs' device.
     :raises ValueError: on invalid inputs (see :func:`bleu_statistics`) or smoothing arguments.
     """
     # Check the smoothing before the (larger) statistics computation so a typo fails fast.
     _check_smoothing(smooth_method, smooth_value)
-    stats = bleu_statistics(hyp, hyp_lengths, refs, ref_lengths, ref_mask, max_order=max_order)
+    stats = bleu_statistics(
+        hyp, hyp_lengths, refs, ref_lengths, ref_mask, max_order=max_order, check_values=check_values
+    )
     return bleu_from_statistics(stats, smooth_method, smooth_value, effective_order)
 
 
