@@ -288,3 +288,32 @@ def test_list_of_examples_is_a_task():
     obs, info = env.reset(seed=0)
     assert env.unwrapped.task.name == "custom"
     assert env.observation_space.contains(obs)
+
+
+def test_causal_lm_reward_scores_each_token_under_the_users_model():
+    import torch
+
+    from lmrl_gym.rewards import CausalLMScoreReward
+
+    torch.manual_seed(0)
+    env = TextGenEnv(task="copy", task_kwargs=COPY_SMALL, reward=CausalLMScoreReward(lambda ids: table[ids]))
+    tok = env.tokenizer
+    table = torch.randn(tok.vocab_size, tok.vocab_size)  # a bigram "model": logits of the next token
+    text = "b a c"
+    rewards, info = play(env, text, index=0)
+    ids = [tok.bos_id, *tok.encode(text), tok.eos_id]
+    logp = torch.log_softmax(table.double(), dim=-1)
+    expected = [logp[a, b].item() for a, b in zip(ids[:-1], ids[1:], strict=True)]
+    assert rewards == pytest.approx(expected, abs=1e-12)
+    assert info["reward_components"]["lm"] == pytest.approx(sum(expected), abs=1e-12)
+
+
+def test_causal_lm_reward_rejects_logits_of_the_wrong_shape():
+    import torch
+
+    from lmrl_gym.rewards import CausalLMScoreReward
+
+    env = TextGenEnv(task="copy", reward=CausalLMScoreReward(lambda ids: torch.zeros(3), name="broken"))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="causal LM for reward 'broken' returned logits of shape \\(3,\\)"):
+        env.step(4)
