@@ -1,5 +1,21 @@
-"""The lmrl-gym agent library (transformer policies, algorithms, decoding, evaluation).
+"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding and evaluation.
 
-So far it holds the Stable-Baselines3 interop (:mod:`agents.sb3`); the policy, pretraining and RL
-algorithms land with their issues.
+The RL algorithms (REINFORCE / A2C / PPO) and inverse RL land with their issues; Stable-Baselines3 interop
+is in :mod:`agents.sb3`.
 """
+
+from agents.evaluation import evaluate, format_evaluation
+from agents.generate import decode
+from agents.models import TransformerConfig, TransformerLM
+from agents.policy import TransformerPolicy
+from agents.pretrain import pretrain
+
+__all__ = [
+    "TransformerConfig",
+    "TransformerLM",
+    "TransformerPolicy",
+    "decode",
+    "evaluate",
+    "format_evaluation",
+    "pretrain",
+]

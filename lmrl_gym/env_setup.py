@@ -159,6 +159,17 @@ class EnvSetup:
         if not np.isfinite(invalid_action_penalty):
             raise ValueError(f"invalid_action_penalty must be finite, got {invalid_action_penalty}")
         self.task: Task = resolve_task(task, task_kwargs)
+        # What it takes to build the same environment on another split (evaluation does that).
+        self.kwargs = {
+            "task": self.task,
+            "reward": reward,
+            "max_new_tokens": max_new_tokens,
+            "max_prompt_tokens": max_prompt_tokens,
+            "invalid_action_penalty": invalid_action_penalty,
+            "shaping": shaping,
+            "sampling": sampling,
+            "strict_prompt_length": strict_prompt_length,
+        }
         self.tokenizer: Tokenizer = self.task.tokenizer
         self.split = split
         self.device = torch.device(device)
@@ -180,6 +191,9 @@ class EnvSetup:
             warnings.warn(message + "; they keep their first max_prompt_tokens tokens", stacklevel=3)
         self.reward: Reward = make_reward(reward).bind(RewardContext(self.task, self.tokenizer, self.device))
         self.pipeline = RewardPipeline(self.reward, shaping=self.shaping)
+        self.kwargs.update(
+            reward=self.reward, max_new_tokens=self.max_new_tokens, max_prompt_tokens=self.max_prompt_tokens
+        )
         self.tensors = self.data.tensors(self.device)
         vocab = self.tokenizer.vocab_size
         self.action_mask = np.ones(vocab, dtype=np.int8)

@@ -1,0 +1,125 @@
+"""``decode``: generate text for prompts with a policy, by greedy search, sampling or beam search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from agents.decoding import DecodeOutput, beam_search, greedy_decode, sample_decode
+from agents.policy import TransformerPolicy
+
+METHODS = ("greedy", "sample", "beam")
+
+
+def decode_ids(
+    policy: TransformerPolicy,
+    prompt_ids: torch.Tensor,
+    method: str = "greedy",
+    beam_size: int = 4,
+    length_penalty: float = 0.6,
+    num_return: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    max_new_tokens: int | None = None,
+) -> DecodeOutput:
+    """Decode right-padded prompt ids ``[B, P]``; see :mod:`agents.decoding` for the output layout."""
+    if method not in METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; valid: {list(METHODS)}")
+    tok = policy.tokenizer
+    prompt_ids = torch.as_tensor(prompt_ids, device=policy.device).long()
+    common = {
+        "max_new_tokens": max_new_tokens or policy.max_new_tokens,
+        "eos_id": tok.eos_id,
+        "pad_id": tok.pad_id,
+        "invalid_ids": tok.invalid_action_ids,
+    }
+    lengths = policy.prompt_lengths(prompt_ids)
+    with torch.no_grad():
+        if method == "greedy":
+            return greedy_decode(policy, prompt_ids, lengths, **common)
+        if method == "sample":
+            return sample_decode(
+                policy,
+                prompt_ids,
+                lengths,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                num_samples=num_return,
+                generator=generator,
+                **common,
+            )
+        return beam_search(
+            policy,
+            prompt_ids,
+            lengths,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            num_return=num_return,
+            **common,
+        )
+
+
+def encode_prompts(policy: TransformerPolicy, prompts: Sequence[str]) -> torch.Tensor:
+    """Right-padded prompt ids ``[B, P]`` (prompts longer than the policy's width keep their first tokens)."""
+    tok = policy.tokenizer
+    ids = torch.full((len(prompts), policy.max_prompt_tokens), tok.pad_id, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        encoded = tok.encode(prompt)[: policy.max_prompt_tokens]
+        ids[i, : len(encoded)] = torch.tensor(encoded, dtype=torch.long)
+    return ids
+
+
+def decode(
+    policy: TransformerPolicy,
+    prompts: str | Sequence[str],
+    method: str = "greedy",
+    beam_size: int = 4,
+    length_penalty: float = 0.6,
+    num_return: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> list[str] | list[list[tuple[str, float]]]:
+    """Generate a continuation of each prompt.
+
+    :param prompts: one prompt or a list of prompts (text, tokenized with the policy's tokenizer).
+    :param method: ``"greedy"``, ``"sample"`` or ``"beam"``.
+    :param length_penalty: beam search ranks hypotheses by ``log_prob / ((5 + length) / 6) ** alpha``
+        (GNMT, Wu et al. 2016, who found alpha in 0.6-0.7 best); 0 = no penalty.
+    :param num_return: with ``num_return > 1`` (beam: the n best; sample: n samples) each prompt gets a list
+        of ``(text, score)`` pairs, best first for beam search.
+    :return: one text per prompt, or lists of ``(text, score)`` when ``num_return > 1``.
+    """
+    single = isinstance(prompts, str)
+    prompt_list = [prompts] if single else list(prompts)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=policy.device).manual_seed(seed)
+    out = decode_ids(
+        policy,
+        encode_prompts(policy, prompt_list),
+        method=method,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        num_return=num_return,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+    )
+    tok = policy.tokenizer
+    tokens, lengths, scores = out.tokens.cpu(), out.lengths.cpu(), out.scores.cpu()
+    texts = [
+        [
+            (tok.decode(tokens[b, k, : lengths[b, k]].tolist()), float(scores[b, k]))
+            for k in range(tokens.shape[1])
+        ]
+        for b in range(tokens.shape[0])
+    ]
+    result = [t[0][0] for t in texts] if num_return == 1 else texts
+    return result[0] if single else result

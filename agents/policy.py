@@ -1,0 +1,310 @@
+"""``TransformerPolicy``: a transformer language model as an RL policy for the TextGen environments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from agents.devices import resolve_device
+from agents.models import ARCHS, KVCache, TransformerConfig, TransformerLM
+from lmrl_gym.env_setup import EnvSetup
+from lmrl_gym.tokenizer import Tokenizer
+
+CHECKPOINT_FORMAT = "lmrl_gym.TransformerPolicy/1"
+
+
+@dataclass
+class DecodingState:
+    """What :meth:`TransformerPolicy.step` needs: the KV cache and the value of each row's current state."""
+
+    cache: KVCache
+    values: torch.Tensor  # float [B]
+
+
+@dataclass
+class SequenceScores:
+    """Per-action quantities of whole episodes from one teacher-forced pass, each ``[B, T]``.
+
+    ``log_probs[b, t]``: log pi(a_t | s_t); ``entropy``: entropy of pi(. | s_t) in nats; ``values``: V(s_t).
+    Positions at or beyond a row's length are 0.
+    """
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor
+
+
+def env_setup_of(env: Any) -> EnvSetup:
+    """The :class:`EnvSetup` behind a TextGen env: an id, a (wrapped) ``TextGenEnv`` or a vector env."""
+    if isinstance(env, str):
+        env = gym.make(env)
+    setup = getattr(getattr(env, "unwrapped", env), "setup", None)
+    if not isinstance(setup, EnvSetup):
+        raise ValueError(f"expected a TextGen environment (id, TextGenEnv or TextGenVectorEnv), got {env!r}")
+    return setup
+
+
+class TransformerPolicy(nn.Module):
+    """A :class:`TransformerLM` with the environment's tokenizer and lengths, exposing what RL needs.
+
+    - :meth:`start` / :meth:`step` / :meth:`reorder`: KV-cached incremental decoding (next-token logits and
+      state values for a batch), the protocol of :mod:`agents.decoding`.
+    - :meth:`evaluate_sequences`: log-probabilities, entropies and values of whole given episodes in one
+      teacher-forced forward pass.
+    - :meth:`forward`: next-token logits and values from observations (full recompute, as SB3 does).
+
+    Ids that can never be generated (pad, bos, unk) get logit -inf everywhere.
+
+    :param config: the model's sizes.
+    :param tokenizer: the environment's tokenizer (saved with the policy).
+    :param max_prompt_tokens: / :param max_new_tokens: the environment's observation widths.
+    :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+    :param bf16_autocast: run the model under bfloat16 autocast on CUDA (ignored on CPU, which stays fp32).
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        tokenizer: Tokenizer,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        device: str | torch.device = "auto",
+        bf16_autocast: bool = False,
+    ) -> None:
+        super().__init__()
+        if config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(
+                f"config.vocab_size={config.vocab_size} but the tokenizer has {tokenizer.vocab_size} tokens"
+            )
+        if (config.pad_id, config.bos_id) != (tokenizer.pad_id, tokenizer.bos_id):
+            raise ValueError("config pad_id / bos_id must be the tokenizer's")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.max_new_tokens = int(max_new_tokens)
+        self.model = TransformerLM(config)
+        self.model.check_lengths(self.max_prompt_tokens, self.max_new_tokens)
+        invalid = torch.zeros(config.vocab_size, dtype=torch.bool)
+        invalid[list(tokenizer.invalid_action_ids)] = True
+        self.register_buffer("invalid_ids_mask", invalid, persistent=False)
+        self.to(resolve_device(device))
+        self.bf16_autocast = bool(bf16_autocast)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def for_env(
+        cls,
+        env: Any,
+        arch: str = "causal",
+        n_layer: int = 2,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        n_encoder_layer: int | None = None,
+        device: str | torch.device = "auto",
+        bf16_autocast: bool = False,
+    ) -> TransformerPolicy:
+        """A fresh policy sized for ``env`` (an id, a ``TextGenEnv`` or a ``TextGenVectorEnv``): vocabulary,
+        pad / bos ids and observation widths are read from it."""
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; valid: {list(ARCHS)}")
+        setup = env_setup_of(env)
+        p, t = setup.max_prompt_tokens, setup.max_new_tokens
+        positions = p + 1 + t if arch == "causal" else max(p, t) + 1
+        config = TransformerConfig(
+            vocab_size=setup.tokenizer.vocab_size,
+            arch=arch,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            max_positions=positions,
+            dropout=dropout,
+            pad_id=setup.tokenizer.pad_id,
+            bos_id=setup.tokenizer.bos_id,
+            n_encoder_layer=n_encoder_layer,
+        )
+        return cls(config, setup.tokenizer, p, t, device=device, bf16_autocast=bf16_autocast)
+
+    def check_env(self, env: Any) -> None:
+        """Raise ValueError unless ``env`` has this policy's tokenizer and fits its lengths."""
+        setup = env_setup_of(env)
+        if setup.tokenizer != self.tokenizer:
+            raise ValueError(
+                f"the policy's tokenizer ({self.tokenizer.vocab_size} tokens) does not match the env's "
+                f"({setup.tokenizer.vocab_size} tokens, task {setup.task.name!r}); build the policy for this env"
+            )
+        if setup.max_prompt_tokens != self.max_prompt_tokens or setup.max_new_tokens != self.max_new_tokens:
+            raise ValueError(
+                f"the policy was built for max_prompt_tokens={self.max_prompt_tokens}, "
+                f"max_new_tokens={self.max_new_tokens}; the env has {setup.max_prompt_tokens}, "
+                f"{setup.max_new_tokens}"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def invalid_ids(self) -> tuple[int, ...]:
+        return self.tokenizer.invalid_action_ids
+
+    def _autocast(self):
+        if self.bf16_autocast and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().masked_fill(self.invalid_ids_mask, float("-inf"))
+
+    def prompt_lengths(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """Lengths of right-padded prompts (pad never occurs inside a prompt)."""
+        return (prompt_ids != self.tokenizer.pad_id).sum(-1)
+
+    # ------------------------------------------------------------------ incremental decoding
+
+    def start(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_lengths: torch.Tensor | None = None,
+        max_new_tokens: int | None = None,
+    ) -> tuple[torch.Tensor, DecodingState]:
+        """Read a batch of right-padded prompts ``[B, P]``; return next-token logits ``[B, V]`` and the state."""
+        prompt_ids = torch.as_tensor(prompt_ids, device=self.device).long()
+        if prompt_lengths is None:
+            prompt_lengths = self.prompt_lengths(prompt_ids)
+        prompt_lengths = torch.as_tensor(prompt_lengths, device=self.device).long()
+        with self._autocast():
+            logits, values, cache = self.model.start(
+                prompt_ids, prompt_lengths, max_new_tokens or self.max_new_tokens
+            )
+        return self._mask(logits), DecodingState(cache, values.float())
+
+    def step(self, state: DecodingState, tokens: torch.Tensor) -> tuple[torch.Tensor, DecodingState]:
+        """Feed one token per row (``[B]``); return the next logits ``[B, V]`` and the updated state."""
+        with self._autocast():
+            logits, values, cache = self.model.step(state.cache, tokens.to(self.device))
+        return self._mask(logits), DecodingState(cache, values.float())
+
+    def reorder(self, state: DecodingState, index: torch.Tensor) -> DecodingState:
+        return DecodingState(state.cache.reorder(index), state.values.index_select(0, index))
+
+    # ------------------------------------------------------------------ whole sequences
+
+    def evaluate_sequences(
+        self,
+        prompt_ids: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_lengths: torch.Tensor | None = None,
+    ) -> SequenceScores:
+        """Score episodes in one teacher-forced forward pass.
+
+        :param prompt_ids: int ``[B, P]`` right-padded prompts.
+        :param tokens: int ``[B, T]`` the actions taken (eos included where an episode ended with it).
+        :param lengths: int ``[B]`` number of actions of each episode (positions beyond are ignored).
+        :return: :class:`SequenceScores`, each ``[B, T]``.
+        """
+        prompt_ids = prompt_ids.to(self.device).long()
+        tokens = tokens.to(self.device).long()
+        if prompt_lengths is None:
+            prompt_lengths = self.prompt_lengths(prompt_ids)
+        t = tokens.shape[1]
+        valid = torch.arange(t, device=self.device)[None, :] < lengths.to(self.device)[:, None]
+        safe_tokens = torch.where(valid, tokens, self.tokenizer.eos_id)  # padding must not hit a -inf logit
+        with self._autocast():
+            logits, values = self.model(prompt_ids, prompt_lengths.to(self.device), safe_tokens)
+        logits = self._mask(logits[:, :t])
+        log_probs_all = torch.log_softmax(logits, dim=-1)
+        log_probs = log_probs_all.gather(-1, safe_tokens[..., None]).squeeze(-1)
+        finite = log_probs_all.masked_fill(self.invalid_ids_mask, 0.0)
+        entropy = -(log_probs_all.exp() * finite).sum(-1)
+        zero = torch.zeros((), device=self.device)
+        return SequenceScores(
+            log_probs=torch.where(valid, log_probs, zero),
+            entropy=torch.where(valid, entropy, zero),
+            values=torch.where(valid, values[:, :t].float(), zero),
+        )
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits ``[B, V]`` and values ``[B]`` from observations, recomputing the whole prefix.
+
+        ``obs``: ``{"prompt_ids": [B, P], "prefix_ids": [B, T]}`` (ints, or floats holding ids as SB3 passes).
+        """
+        prompt_ids = torch.as_tensor(obs["prompt_ids"], device=self.device).long()
+        prefix = torch.as_tensor(obs["prefix_ids"], device=self.device).long()
+        prefix_lengths = (prefix != self.tokenizer.pad_id).sum(-1)
+        with self._autocast():
+            logits, values = self.model(prompt_ids, self.prompt_lengths(prompt_ids), prefix)
+        rows = torch.arange(prefix.shape[0], device=self.device)
+        return self._mask(logits[rows, prefix_lengths]), values[rows, prefix_lengths].float()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config, tokenizer, lengths and weights to ``path`` atomically (never a half-written file)."""
+        path = Path(path)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "bf16_autocast": self.bf16_autocast,
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, env: Any = None, device: str | torch.device = "auto"
+    ) -> TransformerPolicy:
+        """Load a checkpoint written by :meth:`save`; with ``env``, check that it matches the env.
+
+        :raises ValueError: a missing, corrupt or truncated file, a file of another kind, or an env whose
+            tokenizer or lengths differ from the policy's.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no policy checkpoint at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for damaged zip / pickle data
+            raise ValueError(
+                f"{path} is not a readable policy checkpoint (corrupt or truncated?): {err}"
+            ) from err
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a TransformerPolicy checkpoint (format {CHECKPOINT_FORMAT!r})")
+        try:
+            config = TransformerConfig(**payload["config"])
+            tokenizer = Tokenizer.from_dict(payload["tokenizer"])
+            policy = cls(
+                config,
+                tokenizer,
+                payload["max_prompt_tokens"],
+                payload["max_new_tokens"],
+                device="cpu",
+                bf16_autocast=payload.get("bf16_autocast", False),
+            )
+            policy.model.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"{path} holds an inconsistent policy checkpoint: {err}") from err
+        policy.to(resolve_device(device))
+        if env is not None:
+            policy.check_env(env)
+        return policy

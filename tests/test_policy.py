@@ -1,0 +1,177 @@
+"""The transformer models and TransformerPolicy: KV cache, teacher forcing, checkpoints, bad input."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+import lmrl_gym  # noqa: F401  (registers the ids)
+from agents import TransformerConfig, TransformerLM, TransformerPolicy
+from agents.devices import resolve_device
+
+ARCH_NAMES = ["causal", "seq2seq"]
+
+
+def padded_batch(vocab: int, generator: torch.Generator):
+    """Prompts of lengths 5, 2, 0 and 3 (right-padded with 0) and random targets."""
+    lengths = torch.tensor([5, 2, 0, 3])
+    prompts = torch.randint(4, vocab, (4, 5), generator=generator)
+    prompts = prompts.masked_fill(torch.arange(5)[None, :] >= lengths[:, None], 0)
+    targets = torch.randint(2, vocab, (4, 6), generator=generator)
+    return prompts, lengths, targets
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_kv_cached_decoding_equals_the_full_forward_with_padding(arch):
+    gen = torch.Generator().manual_seed(0)
+    config = TransformerConfig(vocab_size=13, arch=arch, n_layer=2, n_head=2, n_embd=32, max_positions=16)
+    model = TransformerLM(config).eval()
+    prompts, lengths, targets = padded_batch(13, gen)
+    full_logits, full_values = model(prompts, lengths, targets)
+    logits, values, cache = model.start(prompts, lengths, max_new_tokens=6)
+    step_logits, step_values = [logits], [values]
+    for t in range(6):
+        logits, values, cache = model.step(cache, targets[:, t])
+        step_logits.append(logits)
+        step_values.append(values)
+    torch.testing.assert_close(torch.stack(step_logits, 1), full_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack(step_values, 1), full_values, atol=1e-5, rtol=0)
+    assert not torch.isnan(full_logits).any()
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_padding_does_not_change_a_row(arch):
+    gen = torch.Generator().manual_seed(1)
+    config = TransformerConfig(vocab_size=13, arch=arch, n_layer=2, n_head=2, n_embd=32, max_positions=16)
+    model = TransformerLM(config).eval()
+    prompts, lengths, targets = padded_batch(13, gen)
+    batch_logits, _ = model(prompts, lengths, targets)
+    alone, _ = model(prompts[1:2, :2], lengths[1:2], targets[1:2])
+    torch.testing.assert_close(alone, batch_logits[1:2], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_cache_reorder_selects_and_repeats_rows(arch):
+    gen = torch.Generator().manual_seed(2)
+    config = TransformerConfig(vocab_size=13, arch=arch, n_layer=1, n_head=2, n_embd=16, max_positions=16)
+    model = TransformerLM(config).eval()
+    prompts, lengths, targets = padded_batch(13, gen)
+    _, _, cache = model.start(prompts, lengths, max_new_tokens=2)
+    index = torch.tensor([3, 3, 0])
+    logits, _, _ = model.step(cache.reorder(index), targets[index, 0])
+    expected, _ = model(prompts[index], lengths[index], targets[index, :1])
+    torch.testing.assert_close(logits, expected[:, 1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_policy_sequence_scores_match_incremental_log_probs(arch):
+    torch.manual_seed(0)
+    env = gym.make("TextGen-Copy-v0")
+    policy = TransformerPolicy.for_env(env, arch=arch, n_layer=1, n_embd=32, device="cpu")
+    data = env.unwrapped.setup.data
+    prompts = torch.as_tensor(data.prompts[:3], dtype=torch.long)
+    tokens = torch.tensor([[4, 5, 2, 0], [6, 2, 0, 0], [7, 8, 9, 2]])
+    lengths = torch.tensor([3, 2, 4])
+    scores = policy.evaluate_sequences(prompts, tokens, lengths)
+    logits, state = policy.start(prompts)
+    expected_lp, expected_v = [], [state.values]
+    for t in range(4):
+        expected_lp.append(torch.log_softmax(logits, -1).gather(1, tokens[:, t : t + 1]).squeeze(1))
+        logits, state = policy.step(state, tokens[:, t])
+        expected_v.append(state.values)
+    valid = torch.arange(4)[None, :] < lengths[:, None]
+    expected_lp = torch.where(valid, torch.stack(expected_lp, 1), 0.0)
+    torch.testing.assert_close(scores.log_probs, expected_lp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        scores.values, torch.where(valid, torch.stack(expected_v[:4], 1), 0.0), atol=1e-5, rtol=0
+    )
+    assert torch.isfinite(scores.entropy).all() and (scores.entropy[valid] > 0).all()
+    assert (scores.entropy[~valid] == 0).all()
+
+
+def test_invalid_ids_get_minus_infinity_and_forward_matches_start():
+    env = gym.make("TextGen-Copy-v0")
+    policy = TransformerPolicy.for_env(env, n_layer=1, n_embd=32, device="cpu")
+    obs, _ = env.reset(seed=0)
+    batch = {k: torch.as_tensor(v)[None] for k, v in obs.items()}
+    logits, values = policy(batch)
+    start_logits, state = policy.start(batch["prompt_ids"])
+    torch.testing.assert_close(logits, start_logits)
+    torch.testing.assert_close(values, state.values)
+    for invalid in env.unwrapped.tokenizer.invalid_action_ids:
+        assert logits[0, invalid] == float("-inf")
+    assert torch.isfinite(logits[0, env.unwrapped.tokenizer.eos_id])
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    env = gym.make("TextGen-Reverse-v0")
+    policy = TransformerPolicy.for_env(env, arch="seq2seq", n_layer=1, n_embd=32, device="cpu")
+    path = tmp_path / "policy.pt"
+    policy.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.pt"]  # atomic: no temporary left
+    loaded = TransformerPolicy.load(path, env=env, device="cpu")
+    assert loaded.config == policy.config and loaded.tokenizer == policy.tokenizer
+    for a, b in zip(policy.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_loading_a_corrupt_or_truncated_or_foreign_file_is_a_clear_error(tmp_path):
+    env = gym.make("TextGen-Reverse-v0")
+    policy = TransformerPolicy.for_env(env, n_layer=1, n_embd=32, device="cpu")
+    good = tmp_path / "policy.pt"
+    policy.save(good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="not a readable policy checkpoint"):
+        TransformerPolicy.load(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(ValueError, match="not a readable policy checkpoint"):
+        TransformerPolicy.load(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="not a TransformerPolicy checkpoint"):
+        TransformerPolicy.load(foreign)
+    with pytest.raises(ValueError, match="no policy checkpoint at"):
+        TransformerPolicy.load(tmp_path / "missing.pt")
+
+
+def test_checkpoint_for_another_env_is_rejected(tmp_path):
+    policy = TransformerPolicy.for_env(gym.make("TextGen-Reverse-v0"), n_layer=1, n_embd=32, device="cpu")
+    path = tmp_path / "policy.pt"
+    policy.save(path)
+    with pytest.raises(ValueError, match="tokenizer .* does not match the env"):
+        TransformerPolicy.load(path, env=gym.make("TextGen-v0"))
+    with pytest.raises(ValueError, match="max_new_tokens=9; the env has 8, 4"):
+        TransformerPolicy.load(
+            path, env=gym.make("TextGen-Reverse-v0", max_prompt_tokens=8, max_new_tokens=4)
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "rnn"}, "unknown arch 'rnn'"),
+        ({"n_head": 3}, "n_head \\(3\\) must divide n_embd \\(128\\)"),
+        ({"n_layer": 0}, "n_layer must be a positive integer"),
+        ({"dropout": 1.5}, "dropout must be in \\[0, 1\\)"),
+        ({"device": "tpu9"}, "unknown device 'tpu9'"),
+    ],
+)
+def test_bad_policy_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TransformerPolicy.for_env(gym.make("TextGen-Copy-v0"), **kwargs)
+
+
+def test_positions_beyond_the_table_are_rejected_from_shapes():
+    model = TransformerLM(TransformerConfig(vocab_size=8, max_positions=6))
+    with pytest.raises(ValueError, match="exceed max_positions=6"):
+        model(torch.zeros(1, 3, dtype=torch.long), torch.tensor([3]), torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_auto_device_and_cpu_precision():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    policy = TransformerPolicy.for_env(
+        "TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu", bf16_autocast=True
+    )
+    logits, state = policy.start(torch.tensor([[4, 5, 0, 0, 0, 0, 0, 0]]))
+    assert logits.dtype == torch.float32 and state.cache.keys[0].dtype == torch.float32  # fp32 on CPU
