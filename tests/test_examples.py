@@ -13,6 +13,7 @@ SCRIPTS = {
     "custom_reward.py": [],
     "own_data.py": [],
     "sb3_ppo.py": ["--timesteps", "1024"],
+    "pretrain_evaluate.py": ["--epochs", "1", "--max-examples", "20"],
     "benchmark_env.py": ["--num-envs", "8", "--steps", "5", "--repeats", "1", "--episodes", "16", "32"],
 }
 

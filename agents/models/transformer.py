@@ -307,16 +307,13 @@ class TransformerLM(nn.Module):
 
     # ------------------------------------------------------------------ teacher forcing
 
-    def forward(
+    def hidden_states(
         self, prompt_ids: torch.Tensor, prompt_lengths: torch.Tensor, target_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score whole sequences in one pass.
+    ) -> torch.Tensor:
+        """The decoder's last block output ``[B, T + 1, C]`` (before ``ln_f``) over ``[bos ; targets]``.
 
-        :param prompt_ids: int ``[B, P]`` right-padded; :param prompt_lengths: int ``[B]``.
-        :param target_ids: int ``[B, T]`` tokens after bos (padding beyond each row's end is harmless:
-            causal masking keeps it out of earlier positions).
-        :return: ``(logits [B, T + 1, V], values [B, T + 1])``; output t is computed after target t-1
-            (output 0 after bos).
+        For callers that need a few positions only (the SB3 features extractor): the heads on every
+        position would build ``[B, T + 1, V]`` logits. Arguments as in :meth:`forward`.
         """
         b, t = target_ids.shape
         dev = target_ids.device
@@ -332,7 +329,7 @@ class TransformerLM(nn.Module):
             cross_mask = cross_valid[:, None, None, :]
             for layer, block in enumerate(self.decoder):
                 x = block(x, mask, cross=(*cross_kv[layer], cross_mask))
-            return self._heads(x)
+            return x
         p = prompt_ids.shape[1]
         ids = torch.cat([left_pad(prompt_ids.long(), prompt_lengths, self.config.pad_id), decoder_ids], dim=1)
         valid = torch.ones_like(ids, dtype=torch.bool)
@@ -342,7 +339,20 @@ class TransformerLM(nn.Module):
         mask = attention_mask(torch.arange(ids.shape[1], device=dev), valid, causal=True)
         for block in self.decoder:
             x = block(x, mask)
-        return self._heads(x[:, p:])
+        return x[:, p:]
+
+    def forward(
+        self, prompt_ids: torch.Tensor, prompt_lengths: torch.Tensor, target_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score whole sequences in one pass.
+
+        :param prompt_ids: int ``[B, P]`` right-padded; :param prompt_lengths: int ``[B]``.
+        :param target_ids: int ``[B, T]`` tokens after bos (padding beyond each row's end is harmless:
+            causal masking keeps it out of earlier positions).
+        :return: ``(logits [B, T + 1, V], values [B, T + 1])``; output t is computed after target t-1
+            (output 0 after bos).
+        """
+        return self._heads(self.hidden_states(prompt_ids, prompt_lengths, target_ids))
 
     # ------------------------------------------------------------------ incremental decoding
 
