@@ -1,4 +1,4 @@
-"""Unmodified Stable-Baselines3 PPO on a TextGen environment, single and native-vector.
+"""Unmodified Stable-Baselines3 PPO on a TextGen environment, with our transformer as its policy.
 
 python examples/sb3_ppo.py [--timesteps 20000]
 """
@@ -9,17 +9,26 @@ import gymnasium as gym
 from stable_baselines3 import PPO
 
 import lmrl_gym
-from agents.sb3 import SB3VecEnv
+from agents.sb3 import SB3VecEnv  # also registers the "TransformerPolicy" alias
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--timesteps", type=int, default=20_000)
+parser.add_argument("--timesteps", type=int, default=32_768)
 args = parser.parse_args()
 gym.register_envs(lmrl_gym)
 small = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
 
 # The native vector env (batched tensors) behind SB3's VecEnv interface.
 venv = SB3VecEnv(gym.make_vec("TextGen-Copy-v0", num_envs=16, info_text=False, **small).unwrapped)
-model = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=256, seed=0, verbose=0)
+model = PPO(
+    "TransformerPolicy",
+    venv,
+    policy_kwargs={"n_layer": 2, "n_embd": 64},
+    learning_rate=1e-3,
+    n_steps=32,
+    batch_size=128,
+    n_epochs=4,
+    seed=0,
+)
 model.learn(total_timesteps=args.timesteps)
 
 env = gym.make("TextGen-Copy-v0", split="test", **small)
