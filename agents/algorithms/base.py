@@ -1,0 +1,393 @@
+"""What REINFORCE, A2C and PPO share: the Stable-Baselines3 surface, rollouts, the KL leash, checkpoints.
+
+A subclass implements :meth:`TextRLAlgorithm.train` (one update from a batch of trajectories) and lists
+its own hyper-parameters in ``_hyperparameters``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.logger import Logger, configure
+from tqdm.auto import tqdm
+
+from agents.devices import resolve_device
+from agents.policy import TransformerPolicy, env_setup_of
+from agents.rollout import Trajectories, collect_trajectories
+from lmrl_gym.vector_env import TextGenVectorEnv
+
+POLICY_ALIASES = ("TransformerPolicy",)
+ALGORITHM_FORMAT = "lmrl_gym.algorithm/1"
+
+
+class KLController:
+    """The coefficient beta of the per-token penalty ``r_t -= beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))``.
+
+    Fixed when ``target`` is None; otherwise adaptive as in RL4LMs (Ramamurthy et al. 2023):
+    ``beta <- beta * (1 + 0.1 * clip((KL - target) / target, -0.2, 0.2))`` after each rollout, KL being
+    the mean per-episode sum of the per-token KL estimates.
+    """
+
+    def __init__(self, coef: float, target: float | None = None) -> None:
+        if coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {coef}")
+        if target is not None and target <= 0:
+            raise ValueError(f"target_kl_penalty must be > 0 (or None for a fixed coefficient), got {target}")
+        self.coef = float(coef)
+        self.target = target
+
+    def update(self, episode_kl: float) -> None:
+        if self.target is not None:
+            error = float(np.clip((episode_kl - self.target) / self.target, -0.2, 0.2))
+            self.coef *= 1 + 0.1 * error
+
+
+class TextRLAlgorithm:
+    """Base of the policy-gradient algorithms, with Stable-Baselines3's surface.
+
+    :param policy: a :class:`TransformerPolicy`, or the alias ``"TransformerPolicy"`` (built for ``env``
+        with ``policy_kwargs``).
+    :param env: an env id, a ``TextGenEnv`` or a ``TextGenVectorEnv``; training runs on a native
+        ``TextGenVectorEnv`` of the same task, reward and lengths (train split) with ``n_envs`` episodes
+        per rollout.
+    :param learning_rate: AdamW step size.
+    :param n_envs: episodes per rollout (all played in lock-step with one KV cache).
+    :param gamma: discount (1 for text: the reward mostly comes at the end).
+    :param ent_coef: entropy bonus weight; :param vf_coef: value loss weight.
+    :param max_grad_norm: gradient-norm clipping.
+    :param kl_coef: weight beta of the per-token KL penalty to the reference policy (0 disables it).
+    :param target_kl_penalty: None for a fixed ``kl_coef``, else the per-episode KL the adaptive
+        controller aims at.
+    :param reference_policy: the frozen reference; default: a copy of the policy when ``learn`` first runs
+        (e.g. right after ``pretrain``).
+    :param seed: seeds the env's example sequence, sampling and any grouping of prompts.
+    :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ...; a policy object keeps its own device.
+    :param verbose: 0 silent, 1 log to stdout.
+    :param tensorboard_log: a folder for tensorboard logs (None: none).
+    """
+
+    _hyperparameters: ClassVar[tuple[str, ...]] = ()
+    # Learned state beyond the weights and optimizer that a checkpoint must keep (e.g. a running baseline).
+    _state_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        policy: TransformerPolicy | str,
+        env: Any,
+        learning_rate: float = 3e-4,
+        n_envs: int = 64,
+        gamma: float = 1.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 1.0,
+        kl_coef: float = 0.0,
+        target_kl_penalty: float | None = None,
+        reference_policy: TransformerPolicy | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        verbose: int = 0,
+        tensorboard_log: str | None = None,
+    ) -> None:
+        setup = env_setup_of(env)
+        if isinstance(policy, str):
+            if policy not in POLICY_ALIASES:
+                raise ValueError(f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy")
+            policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
+        elif not isinstance(policy, TransformerPolicy):
+            raise ValueError(f"policy must be a TransformerPolicy or an alias, got {type(policy).__name__}")
+        policy.check_env(env)
+        for name, value in (("learning_rate", learning_rate), ("max_grad_norm", max_grad_norm)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if not isinstance(n_envs, int) or n_envs < 1:
+            raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.policy = policy
+        self.env_kwargs = dict(setup.kwargs)
+        self.learning_rate = learning_rate
+        self.n_envs = n_envs
+        self.gamma = gamma
+        self.ent_coef = ent_coef
+        self.vf_coef = vf_coef
+        self.max_grad_norm = max_grad_norm
+        self.kl = KLController(kl_coef, target_kl_penalty)
+        self.reference_policy = reference_policy
+        self.policy_kwargs = policy_kwargs
+        self.seed = seed
+        self.verbose = verbose
+        self.tensorboard_log = tensorboard_log
+        self.device = policy.device
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=0.0)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0 if seed is None else seed)
+        self.rng = np.random.default_rng(seed)
+        self.env = self._make_env()
+        self.num_timesteps = 0
+        self._n_updates = 0
+        self._env_seeded = False
+        self._logger: Logger | None = None
+        self.ep_info_buffer: list[float] = []
+
+    # ------------------------------------------------------------------ environment
+
+    def _make_env(self) -> TextGenVectorEnv:
+        return TextGenVectorEnv(
+            num_envs=self.n_envs, split="train", output="torch", info_text=False, device=self.device,
+            **self.env_kwargs,
+        )
+
+    def get_env(self) -> TextGenVectorEnv:
+        return self.env
+
+    def set_env(self, env: Any) -> None:
+        """Train on ``env`` from now on (it must match the policy's tokenizer and lengths)."""
+        self.policy.check_env(env)
+        self.env_kwargs = dict(env_setup_of(env).kwargs)
+        self.env = self._make_env()
+        self._env_seeded = False
+
+    @property
+    def logger(self) -> Logger:
+        if self._logger is None:
+            formats = (["stdout"] if self.verbose else []) + (["tensorboard"] if self.tensorboard_log else [])
+            self._logger = configure(self.tensorboard_log, formats)
+        return self._logger
+
+    def set_logger(self, logger: Logger) -> None:
+        """Use an SB3 logger, e.g. ``stable_baselines3.common.logger.configure(folder, ["stdout", "csv"])``."""
+        self._logger = logger
+
+    # ------------------------------------------------------------------ rollouts and the KL leash
+
+    def collect_rollout(self) -> Trajectories:
+        if not self._env_seeded:
+            self.env.reset(seed=self.seed)
+            self._env_seeded = True
+        return collect_trajectories(self.policy, self.env, self.generator, self.reset_options())
+
+    def reset_options(self) -> dict | None:
+        """Options for the env reset of a rollout (leave-one-out REINFORCE groups prompts)."""
+        return None
+
+    def penalised_rewards(self, traj: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rewards - beta * kl, kl)``, each ``[N, T]``; kl is log pi_old - log pi_ref per token."""
+        if self.kl.coef == 0 and self.kl.target is None:
+            return traj.rewards, torch.zeros_like(traj.rewards)
+        with torch.no_grad():
+            ref = self.reference_policy.evaluate_sequences(traj.prompts, traj.tokens, traj.lengths)
+        kl = (traj.log_probs - ref.log_probs) * traj.mask
+        return traj.rewards - self.kl.coef * kl, kl
+
+    # ------------------------------------------------------------------ the SB3 surface
+
+    def train(self, traj: Trajectories) -> dict[str, float]:
+        """One update from ``traj``; returns the quantities to log."""
+        raise NotImplementedError
+
+    def _check_finite(self, **quantities: torch.Tensor) -> None:
+        for name, value in quantities.items():
+            if not bool(torch.isfinite(value).all()):
+                raise FloatingPointError(
+                    f"{name} is not finite ({value.detach().flatten()[:4].tolist()}) at update {self._n_updates + 1}; "
+                    "lower the learning rate or check the reward"
+                )
+
+    def _gradient_step(self, loss: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self._check_finite(grad_norm=norm)
+        self.optimizer.step()
+        return float(norm)
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        progress_bar: bool = False,
+        reset_num_timesteps: bool = True,
+    ) -> TextRLAlgorithm:
+        """Collect rollouts of ``n_envs`` episodes and update until ``total_timesteps`` env steps (tokens).
+
+        ``callback``: an SB3 callback, a list of them, or a function ``(locals, globals) -> bool``; its
+        ``on_step`` runs once per rollout (returning False stops training).
+        """
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps <= 0:
+            raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        target = self.num_timesteps + total_timesteps if not reset_num_timesteps else total_timesteps
+        if self.reference_policy is None and (self.kl.coef > 0 or self.kl.target is not None):
+            self.reference_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        callback = self._init_callback(callback)
+        callback.on_training_start(locals(), globals())
+        bar = tqdm(total=total_timesteps, desc=type(self).__name__, disable=not progress_bar)
+        iteration = 0
+        while self.num_timesteps < target:
+            started = time.perf_counter()
+            callback.on_rollout_start()
+            traj = self.collect_rollout()
+            self.num_timesteps += traj.num_steps
+            bar.update(traj.num_steps)
+            returns = traj.episode_returns()
+            self.ep_info_buffer = (self.ep_info_buffer + returns.tolist())[-100:]
+            callback.update_locals(locals())
+            keep_going = callback.on_step()
+            callback.on_rollout_end()
+            if keep_going is False:
+                break
+            stats = self.train(traj)
+            self._n_updates += 1
+            iteration += 1
+            if log_interval and iteration % log_interval == 0:
+                self._log(traj, stats, time.perf_counter() - started)
+        bar.close()
+        callback.on_training_end()
+        return self
+
+    def _init_callback(self, callback: Any) -> BaseCallback:
+        if callback is None:
+            callback = CallbackList([])
+        elif isinstance(callback, list):
+            callback = CallbackList(callback)
+        elif not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        callback.init_callback(self)
+        return callback
+
+    def _log(self, traj: Trajectories, stats: dict[str, float], seconds: float) -> None:
+        log = self.logger
+        log.record("rollout/ep_rew_mean", float(np.mean(self.ep_info_buffer)))
+        log.record("rollout/ep_len_mean", float(traj.lengths.float().mean()))
+        log.record("time/total_timesteps", self.num_timesteps)
+        log.record("time/tokens_per_s", traj.num_steps / max(seconds, 1e-9))
+        log.record("train/n_updates", self._n_updates)
+        log.record("train/kl_coef", self.kl.coef)
+        for key, value in stats.items():
+            log.record(f"train/{key}", value)
+        log.dump(self.num_timesteps)
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """Next token for one observation (``prompt_ids [P]``) or a batch (``[B, P]``): ``(actions, None)``."""
+        single = np.asarray(observation["prompt_ids"]).ndim == 1
+        obs = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in observation.items()}
+        if single:
+            obs = {k: v[None] for k, v in obs.items()}
+        with torch.no_grad():
+            logits, _ = self.policy(obs)
+            if deterministic:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(1)
+        actions = actions.cpu().numpy()
+        return (actions[0] if single else actions), None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _constructor_arguments(self) -> dict[str, Any]:
+        common = {
+            "learning_rate": self.learning_rate, "n_envs": self.n_envs, "gamma": self.gamma,
+            "ent_coef": self.ent_coef, "vf_coef": self.vf_coef, "max_grad_norm": self.max_grad_norm,
+            "kl_coef": self.kl.coef, "target_kl_penalty": self.kl.target, "seed": self.seed,
+            "verbose": self.verbose, "tensorboard_log": self.tensorboard_log,
+        }
+        return common | {name: getattr(self, name) for name in self._hyperparameters}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a zip (policy checkpoint, hyper-parameters, optimizer, reference policy, RNG and env
+        states) atomically, so that ``load`` + ``learn`` continues exactly as if training never stopped."""
+        path = Path(path)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "num_timesteps": self.num_timesteps,
+            "n_updates": self._n_updates,
+            "kl_coef": self.kl.coef,
+            "env_seed_keys": None if self.env._seed_keys is None else self.env._seed_keys.tolist(),
+            "env_episode_counts": self.env._episode_counts.tolist(),
+            "env_seeded": self._env_seeded,
+            "reference": None if self.reference_policy is None else self.reference_policy.model.state_dict(),
+            "attributes": {name: getattr(self, name) for name in self._state_attributes},
+        }
+        buffers = {}
+        for name, obj in (("policy.pt", None), ("state.pt", state)):
+            raw = io.BytesIO()
+            if obj is None:
+                with tempfile.TemporaryDirectory() as folder:
+                    self.policy.save(Path(folder) / "policy.pt")
+                    raw.write((Path(folder) / "policy.pt").read_bytes())
+            else:
+                torch.save(obj, raw)
+            buffers[name] = raw.getvalue()
+        meta = {"format": ALGORITHM_FORMAT, "algorithm": type(self).__name__, "arguments": self._constructor_arguments()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp, "w") as archive:
+                archive.writestr("algorithm.json", json.dumps(meta))
+                for name, data in buffers.items():
+                    archive.writestr(name, data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: Any = None, device: str | torch.device = "auto") -> TextRLAlgorithm:
+        """Load what :meth:`save` wrote. ``env``: train on this env (default: the saved env's settings are
+        not stored, so pass the env, an id or an env object, matching the policy)."""
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                meta = json.loads(archive.read("algorithm.json"))
+                policy_bytes = archive.read("policy.pt")
+                state = torch.load(io.BytesIO(archive.read("state.pt")), map_location="cpu", weights_only=True)
+        except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, RuntimeError) as err:
+            raise ValueError(f"{path} is not a readable {cls.__name__} checkpoint: {err}") from err
+        if meta.get("format") != ALGORITHM_FORMAT or meta.get("algorithm") != cls.__name__:
+            raise ValueError(f"{path} holds a {meta.get('algorithm')!r} checkpoint, not {cls.__name__}")
+        if env is None:
+            raise ValueError("load needs env= (an id or env matching the saved policy)")
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "policy.pt").write_bytes(policy_bytes)
+            policy = TransformerPolicy.load(Path(folder) / "policy.pt", env=env, device=resolve_device(device))
+        arguments = dict(meta["arguments"])
+        model = cls(policy, env, **arguments)
+        model.optimizer.load_state_dict(state["optimizer"])
+        model.generator.set_state(state["generator"])
+        model.rng.bit_generator.state = state["rng"]
+        model.num_timesteps = state["num_timesteps"]
+        model._n_updates = state["n_updates"]
+        model.kl.coef = state["kl_coef"]
+        if state["env_seed_keys"] is not None:
+            model.env._seed_keys = np.array(state["env_seed_keys"], dtype=np.uint64)
+        model.env._episode_counts = np.array(state["env_episode_counts"], dtype=np.uint64)
+        model._env_seeded = state["env_seeded"]
+        for name, value in state["attributes"].items():
+            setattr(model, name, value)
+        if state["reference"] is not None:
+            reference = copy.deepcopy(policy)
+            reference.model.load_state_dict(state["reference"])
+            model.reference_policy = reference.eval().requires_grad_(False)
+        return model

@@ -1,0 +1,185 @@
+"""REINFORCE, A2C and PPO: the SB3 surface, exact resumption, determinism, learning, KL, bad input.
+
+Parametrised over ``ALGORITHMS``: a new algorithm is tested by adding its name there.
+"""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+import lmrl_gym  # noqa: F401
+from agents import TransformerPolicy, evaluate
+from agents.algorithms import A2C, ALGORITHMS, PPO, REINFORCE
+
+SMALL_COPY = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
+TINY = {"policy_kwargs": {"n_layer": 1, "n_embd": 32}, "n_envs": 8, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny ops on a shared 2-core machine run slower, not faster, with two threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def copy_env():
+    return gym.make("TextGen-Copy-v0", **SMALL_COPY)
+
+
+def parameters(model):
+    return [p.detach().clone() for p in model.policy.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_learn_predict_save_load_round_trip(name, tmp_path):
+    cls = ALGORITHMS[name]
+    env = copy_env()
+    model = cls("TransformerPolicy", env, seed=0, **TINY).learn(64)
+    assert model.num_timesteps >= 64
+    obs, _ = env.reset(seed=0)
+    action, state = model.predict(obs, deterministic=True)
+    assert state is None and env.action_space.contains(int(action))
+    batch = {k: np.stack([v, v]) for k, v in obs.items()}
+    actions, _ = model.predict(batch, deterministic=True)
+    assert actions.shape == (2,) and actions[0] == action
+    model.save(tmp_path / "model.zip")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+    loaded = cls.load(tmp_path / "model.zip", env=env, device="cpu")
+    assert loaded.num_timesteps == model.num_timesteps
+    for a, b in zip(parameters(model), parameters(loaded), strict=True):
+        assert torch.equal(a, b)
+    assert loaded.predict(obs, deterministic=True)[0] == action
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_resuming_from_a_checkpoint_equals_never_stopping(name, tmp_path):
+    cls = ALGORITHMS[name]
+    kwargs = {"seed": 3, "kl_coef": 0.05, **TINY}
+    straight = cls("TransformerPolicy", copy_env(), **kwargs)
+    torch.manual_seed(0)
+    straight.policy.load_state_dict(copy.deepcopy(straight.policy.state_dict()))
+    initial = copy.deepcopy(straight.policy.state_dict())
+    straight.learn(96).learn(96, reset_num_timesteps=False)
+
+    first = cls("TransformerPolicy", copy_env(), **kwargs)
+    first.policy.load_state_dict(initial)
+    first.learn(96)
+    first.save(tmp_path / "half.zip")
+    resumed = cls.load(tmp_path / "half.zip", env=copy_env(), device="cpu")
+    resumed.learn(96, reset_num_timesteps=False)
+    assert resumed.num_timesteps == straight.num_timesteps
+    for a, b in zip(parameters(straight), parameters(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_same_seed_gives_identical_results(name):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the policy's initial weights
+        model = ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=7, **TINY).learn(128)
+        runs.append((parameters(model), list(model.ep_info_buffer)))
+    assert runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_callbacks_are_called_and_can_stop_training():
+    class StopAfterTwo(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.n_calls < 2
+
+    callback = StopAfterTwo()
+    model = PPO("TransformerPolicy", copy_env(), seed=0, **TINY).learn(10_000, callback=callback)
+    assert callback.n_calls == 2 and model.num_timesteps < 10_000
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: PPO("TransformerPolicy", copy_env(), **TINY).learn(0), ValueError, "total_timesteps must be a positive"),
+        (lambda: PPO("MlpPolicy", copy_env(), **TINY), ValueError, "unknown policy alias 'MlpPolicy'"),
+        (lambda: REINFORCE("TransformerPolicy", copy_env(), baseline="median", **TINY), ValueError, "unknown baseline"),
+        (lambda: PPO("TransformerPolicy", copy_env(), clip_range=2.0, **TINY), ValueError, "clip_range"),
+    ],
+)
+def test_bad_arguments(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_a_policy_for_another_vocabulary_fails_at_construction():
+    policy = TransformerPolicy.for_env("TextGen-v0", n_layer=1, n_embd=32, device="cpu")
+    with pytest.raises(ValueError, match="does not match the env"):
+        A2C(policy, copy_env())
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_non_finite_loss_stops_with_the_quantity_and_update_number(name):
+    model = ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=0, **TINY)
+    model.learn(16)
+    with torch.no_grad():
+        model.policy.model.value_head.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"(policy_loss|value_loss) is not finite .* at update 2"):
+        model.learn(16, reset_num_timesteps=False)
+
+
+def test_trajectory_storage_is_small():
+    model = PPO("TransformerPolicy", copy_env(), seed=0, **TINY)
+    traj = model.collect_rollout()
+    # 8 episodes x T=4 steps: ids, log-probs, values, rewards, mask and the prompts; no per-step observations.
+    assert traj.nbytes < 2_000
+    assert traj.num_steps == int(traj.mask.sum())
+
+
+# ---------------------------------------------------------------------------------------------- learning
+
+LEARNING_SETTINGS = {
+    "ppo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
+    "a2c": {"learning_rate": 1e-3, "n_envs": 16, "total": 80_000},
+    "reinforce": {"learning_rate": 1e-3, "n_envs": 16, "total": 100_000},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_each_algorithm_solves_small_copy_from_scratch(name):
+    settings = dict(LEARNING_SETTINGS[name])
+    total = settings.pop("total")
+    env = copy_env()
+    torch.manual_seed(0)
+    model = ALGORITHMS[name]("TransformerPolicy", env, seed=0, device="cpu",
+                             policy_kwargs={"n_layer": 2, "n_embd": 64}, **settings)
+    before = evaluate(model.policy, env, split="test")["mean_reward"]
+    model.learn(total)
+    after = evaluate(model.policy, env, split="test")["mean_reward"]
+    assert after >= 0.9, (before, after)
+
+
+@pytest.mark.slow
+def test_kl_to_the_reference_falls_when_the_optimum_is_the_reference():
+    """Reward: log p_ref(a_t) (the "lm" reward of the oracle task); penalty: log pi(a_t) - log u(a_t), u
+    uniform. The objective E[sum_t log p_ref - log pi] = -KL(pi || p_ref) + const peaks at pi = p_ref."""
+    env = gym.make("TextGen-Oracle-v0", reward="lm")
+    torch.manual_seed(0)
+    model = PPO("TransformerPolicy", env, seed=0, device="cpu", n_envs=64, learning_rate=3e-4,
+                policy_kwargs={"n_layer": 2, "n_embd": 64}, kl_coef=1.0)
+    uniform = copy.deepcopy(model.policy)
+    with torch.no_grad():
+        uniform.model.token_embedding.weight.zero_()  # tied LM head: every logit 0
+    model.reference_policy = uniform.eval().requires_grad_(False)
+
+    def kl_to_lm() -> float:  # mean over sampled episodes of sum_t log pi(a_t) - log p_ref(a_t)
+        traj = model.collect_rollout()
+        return float(((traj.log_probs - traj.rewards) * traj.mask).sum(1).mean())
+
+    before = kl_to_lm()
+    model.learn(60_000)
+    after = kl_to_lm()
+    assert after < 0.5 * before, (before, after)
