@@ -1,9 +1,8 @@
-"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding and evaluation.
-
-The RL algorithms (REINFORCE / A2C / PPO) and inverse RL land with their issues; Stable-Baselines3 interop
-is in :mod:`agents.sb3`.
+"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding, evaluation and
+REINFORCE / A2C / PPO with a KL leash. Stable-Baselines3 interop is in :mod:`agents.sb3`.
 """
 
+from agents.algorithms import A2C, PPO, REINFORCE
 from agents.evaluation import evaluate, format_evaluation
 from agents.generate import decode
 from agents.models import TransformerConfig, TransformerLM
@@ -11,6 +10,9 @@ from agents.policy import TransformerPolicy
 from agents.pretrain import pretrain
 
 __all__ = [
+    "A2C",
+    "PPO",
+    "REINFORCE",
     "TransformerConfig",
     "TransformerLM",
     "TransformerPolicy",

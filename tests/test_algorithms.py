@@ -103,9 +103,17 @@ def test_callbacks_are_called_and_can_stop_training():
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
-        (lambda: PPO("TransformerPolicy", copy_env(), **TINY).learn(0), ValueError, "total_timesteps must be a positive"),
+        (
+            lambda: PPO("TransformerPolicy", copy_env(), **TINY).learn(0),
+            ValueError,
+            "total_timesteps must be a positive",
+        ),
         (lambda: PPO("MlpPolicy", copy_env(), **TINY), ValueError, "unknown policy alias 'MlpPolicy'"),
-        (lambda: REINFORCE("TransformerPolicy", copy_env(), baseline="median", **TINY), ValueError, "unknown baseline"),
+        (
+            lambda: REINFORCE("TransformerPolicy", copy_env(), baseline="median", **TINY),
+            ValueError,
+            "unknown baseline",
+        ),
         (lambda: PPO("TransformerPolicy", copy_env(), clip_range=2.0, **TINY), ValueError, "clip_range"),
     ],
 )
@@ -154,8 +162,9 @@ def test_each_algorithm_solves_small_copy_from_scratch(name):
     total = settings.pop("total")
     env = copy_env()
     torch.manual_seed(0)
-    model = ALGORITHMS[name]("TransformerPolicy", env, seed=0, device="cpu",
-                             policy_kwargs={"n_layer": 2, "n_embd": 64}, **settings)
+    model = ALGORITHMS[name](
+        "TransformerPolicy", env, seed=0, device="cpu", policy_kwargs={"n_layer": 2, "n_embd": 64}, **settings
+    )
     before = evaluate(model.policy, env, split="test")["mean_reward"]
     model.learn(total)
     after = evaluate(model.policy, env, split="test")["mean_reward"]
@@ -168,8 +177,16 @@ def test_kl_to_the_reference_falls_when_the_optimum_is_the_reference():
     uniform. The objective E[sum_t log p_ref - log pi] = -KL(pi || p_ref) + const peaks at pi = p_ref."""
     env = gym.make("TextGen-Oracle-v0", reward="lm")
     torch.manual_seed(0)
-    model = PPO("TransformerPolicy", env, seed=0, device="cpu", n_envs=64, learning_rate=3e-4,
-                policy_kwargs={"n_layer": 2, "n_embd": 64}, kl_coef=1.0)
+    model = PPO(
+        "TransformerPolicy",
+        env,
+        seed=0,
+        device="cpu",
+        n_envs=64,
+        learning_rate=3e-4,
+        policy_kwargs={"n_layer": 2, "n_embd": 64},
+        kl_coef=1.0,
+    )
     uniform = copy.deepcopy(model.policy)
     with torch.no_grad():
         uniform.model.token_embedding.weight.zero_()  # tied LM head: every logit 0

@@ -18,7 +18,9 @@ class A2C(TextRLAlgorithm):
 
     _hyperparameters = ("gae_lambda",)
 
-    def __init__(self, policy: Any, env: Any, gae_lambda: float = 1.0, learning_rate: float = 3e-4, **kwargs: Any) -> None:
+    def __init__(
+        self, policy: Any, env: Any, gae_lambda: float = 1.0, learning_rate: float = 3e-4, **kwargs: Any
+    ) -> None:
         if not 0 <= gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)

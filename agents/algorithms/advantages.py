@@ -10,7 +10,9 @@ def discounted_reverse_cumsum(x: torch.Tensor, discount: float) -> torch.Tensor:
     t = x.shape[1]
     steps = torch.arange(t, device=x.device)
     power = (steps[None, :] - steps[:, None]).clamp(min=0).to(x.dtype)  # [k, t] -> k - t
-    weights = torch.where(steps[:, None] >= steps[None, :], discount**power, torch.zeros((), dtype=x.dtype, device=x.device))
+    weights = torch.where(
+        steps[:, None] >= steps[None, :], discount**power, torch.zeros((), dtype=x.dtype, device=x.device)
+    )
     return x @ weights  # y[n, t] = sum_k x[n, k] * weights[k, t]
 
 

@@ -103,7 +103,9 @@ class TextRLAlgorithm:
         setup = env_setup_of(env)
         if isinstance(policy, str):
             if policy not in POLICY_ALIASES:
-                raise ValueError(f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy")
+                raise ValueError(
+                    f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy"
+                )
             policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
         elif not isinstance(policy, TransformerPolicy):
             raise ValueError(f"policy must be a TransformerPolicy or an alias, got {type(policy).__name__}")
@@ -145,7 +147,11 @@ class TextRLAlgorithm:
 
     def _make_env(self) -> TextGenVectorEnv:
         return TextGenVectorEnv(
-            num_envs=self.n_envs, split="train", output="torch", info_text=False, device=self.device,
+            num_envs=self.n_envs,
+            split="train",
+            output="torch",
+            info_text=False,
+            device=self.device,
             **self.env_kwargs,
         )
 
@@ -306,10 +312,17 @@ class TextRLAlgorithm:
 
     def _constructor_arguments(self) -> dict[str, Any]:
         common = {
-            "learning_rate": self.learning_rate, "n_envs": self.n_envs, "gamma": self.gamma,
-            "ent_coef": self.ent_coef, "vf_coef": self.vf_coef, "max_grad_norm": self.max_grad_norm,
-            "kl_coef": self.kl.coef, "target_kl_penalty": self.kl.target, "seed": self.seed,
-            "verbose": self.verbose, "tensorboard_log": self.tensorboard_log,
+            "learning_rate": self.learning_rate,
+            "n_envs": self.n_envs,
+            "gamma": self.gamma,
+            "ent_coef": self.ent_coef,
+            "vf_coef": self.vf_coef,
+            "max_grad_norm": self.max_grad_norm,
+            "kl_coef": self.kl.coef,
+            "target_kl_penalty": self.kl.target,
+            "seed": self.seed,
+            "verbose": self.verbose,
+            "tensorboard_log": self.tensorboard_log,
         }
         return common | {name: getattr(self, name) for name in self._hyperparameters}
 
@@ -340,7 +353,11 @@ class TextRLAlgorithm:
             else:
                 torch.save(obj, raw)
             buffers[name] = raw.getvalue()
-        meta = {"format": ALGORITHM_FORMAT, "algorithm": type(self).__name__, "arguments": self._constructor_arguments()}
+        meta = {
+            "format": ALGORITHM_FORMAT,
+            "algorithm": type(self).__name__,
+            "arguments": self._constructor_arguments(),
+        }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         os.close(fd)
         try:
@@ -354,7 +371,9 @@ class TextRLAlgorithm:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env: Any = None, device: str | torch.device = "auto") -> TextRLAlgorithm:
+    def load(
+        cls, path: str | os.PathLike, env: Any = None, device: str | torch.device = "auto"
+    ) -> TextRLAlgorithm:
         """Load what :meth:`save` wrote. ``env``: train on this env (default: the saved env's settings are
         not stored, so pass the env, an id or an env object, matching the policy)."""
         path = Path(path)
@@ -362,7 +381,9 @@ class TextRLAlgorithm:
             with zipfile.ZipFile(path) as archive:
                 meta = json.loads(archive.read("algorithm.json"))
                 policy_bytes = archive.read("policy.pt")
-                state = torch.load(io.BytesIO(archive.read("state.pt")), map_location="cpu", weights_only=True)
+                state = torch.load(
+                    io.BytesIO(archive.read("state.pt")), map_location="cpu", weights_only=True
+                )
         except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, RuntimeError) as err:
             raise ValueError(f"{path} is not a readable {cls.__name__} checkpoint: {err}") from err
         if meta.get("format") != ALGORITHM_FORMAT or meta.get("algorithm") != cls.__name__:
@@ -371,7 +392,9 @@ class TextRLAlgorithm:
             raise ValueError("load needs env= (an id or env matching the saved policy)")
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "policy.pt").write_bytes(policy_bytes)
-            policy = TransformerPolicy.load(Path(folder) / "policy.pt", env=env, device=resolve_device(device))
+            policy = TransformerPolicy.load(
+                Path(folder) / "policy.pt", env=env, device=resolve_device(device)
+            )
         arguments = dict(meta["arguments"])
         model = cls(policy, env, **arguments)
         model.optimizer.load_state_dict(state["optimizer"])

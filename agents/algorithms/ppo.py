@@ -25,7 +25,14 @@ class PPO(TextRLAlgorithm):
     Other parameters: :class:`TextRLAlgorithm`.
     """
 
-    _hyperparameters = ("n_epochs", "batch_size", "clip_range", "gae_lambda", "normalize_advantage", "target_kl")
+    _hyperparameters = (
+        "n_epochs",
+        "batch_size",
+        "clip_range",
+        "gae_lambda",
+        "normalize_advantage",
+        "target_kl",
+    )
 
     def __init__(
         self,
@@ -55,9 +62,13 @@ class PPO(TextRLAlgorithm):
     def train(self, traj: Trajectories) -> dict[str, float]:
         rewards, kl = self.penalised_rewards(traj)
         mask_all = traj.mask.float()
-        advantages_all, returns_all = generalized_advantages(rewards, traj.values, mask_all, self.gamma, self.gae_lambda)
+        advantages_all, returns_all = generalized_advantages(
+            rewards, traj.values, mask_all, self.gamma, self.gae_lambda
+        )
         self.policy.train()
-        log: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl")}
+        log: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl")
+        }
         stopped = False
         for _ in range(self.n_epochs):
             order = torch.randperm(len(traj.lengths), generator=self.generator, device=self.device)
@@ -86,8 +97,13 @@ class PPO(TextRLAlgorithm):
                 with torch.no_grad():
                     approx_kl = masked_mean(ratio - 1 - log_ratio, mask)  # Schulman's k3 estimator
                     clip_fraction = masked_mean(((ratio - 1).abs() > self.clip_range).float(), mask)
-                for key, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy),
-                                   ("clip_fraction", clip_fraction), ("approx_kl", approx_kl)):
+                for key, value in (
+                    ("policy_loss", policy_loss),
+                    ("value_loss", value_loss),
+                    ("entropy", entropy),
+                    ("clip_fraction", clip_fraction),
+                    ("approx_kl", approx_kl),
+                ):
                     log[key].append(value.item())
                 if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
                     stopped = True

@@ -63,7 +63,9 @@ class REINFORCE(TextRLAlgorithm):
             baseline = torch.zeros_like(returns)
         elif self.baseline == "mean":
             baseline = torch.full_like(returns, self.running_mean)
-            self.running_mean += self.baseline_momentum * (float(masked_mean(returns, mask)) - self.running_mean)
+            self.running_mean += self.baseline_momentum * (
+                float(masked_mean(returns, mask)) - self.running_mean
+            )
         elif self.baseline == "value":
             baseline = traj.values
         else:  # leave one out: the other samples of the same prompt, on the whole-episode return
