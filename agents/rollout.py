@@ -12,9 +12,9 @@ from lmrl_gym.vector_env import TextGenVectorEnv
 
 @dataclass
 class Trajectories:
-    """N episodes, one row each, all ``[N, T]`` unless noted (T = the env's ``max_new_tokens``).
+    """N episodes, one row each, all ``[N, T]`` unless noted (T = the longest episode of the rollout).
 
-    ``prompts`` ``[N, P]``; ``tokens``: the actions (eos included when an episode ended with it), pad after;
+    ``prompts`` ``[N, P]`` (int32); ``tokens`` (int32): the actions (eos included when an episode ended with it), pad after;
     ``lengths`` ``[N]``: actions per episode; ``log_probs``: log pi_old(a_t | s_t); ``values``: V_old(s_t);
     ``rewards``: what the env paid at each step; ``mask``: bool, True for t < length.
     """
@@ -91,5 +91,15 @@ def collect_trajectories(
             break
         logits, state = policy.step(state, action)
     policy.train(was_training)
-    mask = torch.arange(width, device=dev)[None, :] < lengths[:, None]
-    return Trajectories(prompts, tokens, lengths, log_probs, values, rewards, mask)
+    # Keep only the columns some episode used, and ids as int32: storage is per step actually taken.
+    used = int(lengths.max())
+    mask = torch.arange(used, device=dev)[None, :] < lengths[:, None]
+    return Trajectories(
+        prompts.int(),
+        tokens[:, :used].int(),
+        lengths,
+        log_probs[:, :used],
+        values[:, :used],
+        rewards[:, :used],
+        mask,
+    )

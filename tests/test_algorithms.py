@@ -200,3 +200,17 @@ def test_kl_to_the_reference_falls_when_the_optimum_is_the_reference():
     model.learn(60_000)
     after = kl_to_lm()
     assert after < 0.5 * before, (before, after)
+
+
+def test_eval_callback_logs_and_keeps_the_best_policy(tmp_path):
+    from agents.callbacks import TextEvalCallback
+
+    env = copy_env()
+    callback = TextEvalCallback(env, eval_freq=2, max_examples=10, best_model_save_path=tmp_path)
+    model = PPO("TransformerPolicy", env, seed=0, **TINY).learn(200, callback=callback)
+    assert len(callback.evaluations) == callback.n_calls // 2 >= 2
+    best = max(r["mean_reward"] for _, r in callback.evaluations)
+    assert callback.best == best
+    saved = TransformerPolicy.load(tmp_path / "best_policy.pt", env=env, device="cpu")
+    assert evaluate(saved, env, split="validation", max_examples=10)["mean_reward"] == pytest.approx(best)
+    del model

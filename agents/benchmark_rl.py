@@ -1,0 +1,141 @@
+"""PPO end to end: ours vs unmodified Stable-Baselines3 PPO with the same transformer, in one run.
+
+    python -m agents.benchmark_rl [--env TextGen-v0 --n-envs 64 --timesteps 4096 --repeats 3]
+
+Both train the same-size transformer policy (``agents.sb3`` for SB3) on the same env with the same
+number of env steps, 4 epochs and comparable minibatches. Reported: env steps (tokens) per second of
+``learn`` (rollout + update) and the bytes each keeps for one rollout of the same steps (our trajectories
+vs SB3's ``DictRolloutBuffer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO as SB3PPO
+
+import lmrl_gym  # noqa: F401
+from agents.algorithms import PPO
+from agents.sb3 import SB3VecEnv
+from lmrl_gym.vector_env import TextGenVectorEnv
+
+
+def sb3_buffer_bytes(model: SB3PPO) -> int:
+    buffer = model.rollout_buffer
+    arrays = [
+        *buffer.observations.values(),
+        buffer.actions,
+        buffer.rewards,
+        buffer.returns,
+        buffer.episode_starts,
+        buffer.values,
+        buffer.log_probs,
+        buffer.advantages,
+    ]
+    return int(sum(np.asarray(a).nbytes for a in arrays))
+
+
+def run(
+    env_id: str, n_envs: int, timesteps: int, repeats: int, n_layer: int, n_embd: int
+) -> dict[str, float]:
+    env = gym.make(env_id)
+    sizes = {"n_layer": n_layer, "n_embd": n_embd}
+
+    def ours() -> PPO:
+        torch.manual_seed(0)
+        model = PPO(
+            "TransformerPolicy",
+            env,
+            n_envs=n_envs,
+            n_epochs=4,
+            batch_size=16,
+            policy_kwargs=sizes,
+            seed=0,
+            device="cpu",
+        )
+        return model.learn(timesteps)
+
+    # SB3 collects n_steps per env per rollout; choose them so one rollout has about as many env steps as
+    # ours (n_envs episodes of the mean episode length) and minibatches of about as many steps.
+    venv = SB3VecEnv(TextGenVectorEnv(num_envs=n_envs, info_text=False, **dict(env.unwrapped.setup.kwargs)))
+    episode_length = max(2, round(float(ours_probe_length(env, n_envs, sizes))))
+
+    def theirs() -> SB3PPO:
+        torch.manual_seed(0)
+        model = SB3PPO(
+            "TransformerPolicy",
+            venv,
+            n_steps=episode_length,
+            batch_size=16 * episode_length,
+            n_epochs=4,
+            policy_kwargs=sizes,
+            seed=0,
+            device="cpu",
+        )
+        return model.learn(timesteps)
+
+    def timed(fn) -> tuple[float, object]:
+        times, model = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model = fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times), model
+
+    ours_s, ours_model = timed(ours)
+    theirs_s, theirs_model = timed(theirs)
+    traj = ours_model.collect_rollout()
+    ours_bytes_per_step = traj.nbytes / traj.num_steps
+    sb3_steps = theirs_model.rollout_buffer.buffer_size * n_envs
+    sb3_bytes_per_step = sb3_buffer_bytes(theirs_model) / sb3_steps
+    return {
+        "ours_steps_per_s": ours_model.num_timesteps / ours_s,
+        "sb3_steps_per_s": theirs_model.num_timesteps / theirs_s,
+        "speed_ratio": (ours_model.num_timesteps / ours_s) / (theirs_model.num_timesteps / theirs_s),
+        "ours_bytes_per_step": ours_bytes_per_step,
+        "sb3_bytes_per_step": sb3_bytes_per_step,
+        "storage_ratio": ours_bytes_per_step / sb3_bytes_per_step,
+    }
+
+
+def ours_probe_length(env, n_envs: int, sizes: dict) -> float:
+    """Mean episode length of an untrained policy (to size SB3's rollout like ours)."""
+    probe = PPO("TransformerPolicy", env, n_envs=n_envs, policy_kwargs=sizes, seed=0, device="cpu")
+    return float(probe.collect_rollout().lengths.float().mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", default="TextGen-v0")
+    parser.add_argument("--n-envs", type=int, default=64)
+    parser.add_argument("--timesteps", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-layer", type=int, default=2)
+    parser.add_argument("--n-embd", type=int, default=128)
+    args = parser.parse_args(argv)
+    r = run(args.env, args.n_envs, args.timesteps, args.repeats, args.n_layer, args.n_embd)
+    print(
+        f"{args.env}, {args.n_envs} envs, {args.timesteps} env steps, transformer {args.n_layer} x {args.n_embd}, "
+        f"4 epochs, CPU torch {torch.__version__} ({torch.get_num_threads()} threads), medians of {args.repeats}\n"
+    )
+    print("| PPO | lmrl-gym | SB3 + agents.sb3 policy | ratio |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| env steps/s (rollout + update) | {r['ours_steps_per_s']:,.0f} | {r['sb3_steps_per_s']:,.0f} | "
+        f"{r['speed_ratio']:.1f}x |"
+    )
+    print(
+        f"| rollout storage, bytes per env step | {r['ours_bytes_per_step']:,.0f} | {r['sb3_bytes_per_step']:,.0f} | "
+        f"{r['storage_ratio']:.3f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""``TextEvalCallback``: evaluate on the validation split during ``learn``, log it, keep the best policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.evaluation import evaluate
+
+
+class TextEvalCallback(BaseCallback):
+    """Every ``eval_freq`` rollouts, run :func:`agents.evaluate` and log ``eval/<metric>``.
+
+    With ``best_model_save_path`` the policy is saved there (``best_policy.pt``) whenever ``metric``
+    improves. ``evaluations`` keeps ``(num_timesteps, results)`` of every evaluation.
+
+    :param eval_env: the env to evaluate on (an id or env of the same task).
+    :param eval_freq: rollouts between evaluations.
+    :param split: ``"validation"`` by default (keep the test split for the end).
+    :param method: / :param beam_size: decoding (``"greedy"`` or ``"beam"``).
+    :param metric: what "best" means, a key of :func:`agents.evaluate`'s result (higher is better).
+    :param max_examples: evaluate on the first N examples only (speed).
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        eval_freq: int = 10,
+        split: str = "validation",
+        method: str = "greedy",
+        beam_size: int = 4,
+        metric: str = "mean_reward",
+        max_examples: int | None = 500,
+        best_model_save_path: str | Path | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if eval_freq < 1:
+            raise ValueError(f"eval_freq must be >= 1, got {eval_freq}")
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.split = split
+        self.method = method
+        self.beam_size = beam_size
+        self.metric = metric
+        self.max_examples = max_examples
+        self.best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
+        self.best = float("-inf")
+        self.evaluations: list[tuple[int, dict[str, Any]]] = []
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.eval_freq:
+            return True
+        results = evaluate(
+            self.model.policy,
+            self.eval_env,
+            split=self.split,
+            method=self.method,
+            beam_size=self.beam_size,
+            max_examples=self.max_examples,
+        )
+        if self.metric not in results:
+            raise ValueError(
+                f"unknown metric {self.metric!r}; valid: {sorted(k for k in results if k != 'method')}"
+            )
+        self.evaluations.append((self.num_timesteps, results))
+        for key in ("bleu", "exact_match", "mean_reward", "lm_score", "distinct_2", "mean_length"):
+            self.logger.record(f"eval/{key}", results[key])
+        if results[self.metric] > self.best:
+            self.best = results[self.metric]
+            if self.best_model_save_path is not None:
+                self.best_model_save_path.mkdir(parents=True, exist_ok=True)
+                self.model.policy.save(self.best_model_save_path / "best_policy.pt")
+            if self.verbose:
+                print(f"new best {self.metric} {self.best:.4f} at {self.num_timesteps} steps")
+        return True

@@ -1,0 +1,347 @@
+"""The ``lmrl-gym`` command line: train, evaluate and benchmark agents on the TextGen environments.
+
+Examples::
+
+    lmrl-gym train --env TextGen-v0 --algo ppo --pretrain-epochs 1 --timesteps 20000 --seed 0 --out runs/x
+    lmrl-gym eval --checkpoint runs/x/policy.pt --env TextGen-v0 --method beam --beam-size 4
+    lmrl-gym bench env --num-envs 256
+    lmrl-gym bench decoding --batch 128
+
+``train`` writes ``model.zip`` (the algorithm checkpoint), ``policy.pt`` (the policy alone, for ``eval``),
+``progress.csv`` (Stable-Baselines3's CSV log, one row per rollout) and ``learning_curve.png`` into
+``--out``. Invalid arguments exit with code 2 and a one-line message naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+import lmrl_gym  # noqa: F401  (registers the TextGen ids that --env offers)
+from agents.algorithms import ALGORITHMS
+from agents.algorithms.base import POLICY_ALIASES
+from agents.evaluation import evaluate, format_evaluation
+from agents.models import ARCHS
+from agents.policy import TransformerPolicy
+from agents.pretrain import pretrain
+
+BENCHMARKS = ("env", "decoding")
+METHODS = ("greedy", "beam", "sample")
+SPLITS = ("train", "validation", "test")
+REWARD_COLUMN = "rollout/ep_rew_mean"
+TIMESTEPS_COLUMN = "time/total_timesteps"
+
+
+def env_ids() -> list[str]:
+    """The registered TextGen environment ids (the valid values of ``--env``)."""
+    return [env_id for env_id in gym.registry if env_id.startswith("TextGen")]
+
+
+# ---------------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0 (argparse turns the error into exit code 2 with the message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object, e.g. ``'{"num_symbols": 6, "min_length": 3}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def add_env_arguments(parser: argparse.ArgumentParser, default_env: str = "TextGen-v0") -> None:
+    """``--env`` and ``--task-kwargs``, shared by ``train``, ``eval`` and the demo."""
+    parser.add_argument(
+        "--env",
+        default=default_env,
+        choices=env_ids(),
+        metavar="ID",
+        help=(f"environment id (default: %(default)s); one of: {', '.join(env_ids())}"),
+    )
+    parser.add_argument(
+        "--task-kwargs",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help='task arguments as a JSON object, e.g. \'{"num_symbols": 6, "min_length": 3, "max_length": 3}\'',
+    )
+
+
+def make_env(parser: argparse.ArgumentParser, env_id: str, task_kwargs: dict[str, Any] | None) -> gym.Env:
+    """``gym.make(env_id, task_kwargs=...)``; a task that rejects its arguments is a usage error (exit 2)."""
+    try:
+        return gym.make(env_id, **({"task_kwargs": task_kwargs} if task_kwargs else {}))
+    except (TypeError, ValueError) as err:
+        parser.error(f"argument --task-kwargs: invalid for {env_id}: {err}")
+
+
+def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str = "") -> int:
+    """Plot mean episode reward against timesteps from an SB3 ``progress.csv`` into ``png_path``.
+
+    :return: the number of points plotted (0 when the CSV has no reward rows; the PNG is still written,
+        with a note, so that a run always leaves its four files).
+    """
+    # Agg: no display is needed (servers, CI), and it must be chosen before pyplot is imported.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, rewards = [], []
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            # SB3 leaves a cell empty when a key was not recorded in that dump.
+            if row.get(REWARD_COLUMN) and row.get(TIMESTEPS_COLUMN):
+                steps.append(float(row[TIMESTEPS_COLUMN]))
+                rewards.append(float(row[REWARD_COLUMN]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if steps:
+        ax.plot(steps, rewards, marker="o", markersize=3)
+    else:
+        ax.text(0.5, 0.5, "no rollouts logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("timesteps (generated tokens)")
+    ax.set_ylabel("mean episode reward (last 100 episodes)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return len(steps)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from stable_baselines3.common.logger import configure
+
+    env = make_env(parser, args.env, args.task_kwargs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Seed the weight initialisation too: the algorithm's seed only covers episodes and sampling.
+    torch.manual_seed(args.seed)
+    policy = TransformerPolicy.for_env(
+        env, arch=args.arch, n_layer=args.n_layer, n_embd=args.n_embd, device=args.device
+    )
+    started = time.perf_counter()
+    if args.pretrain_epochs > 0:
+        history = pretrain(
+            policy,
+            env,
+            epochs=args.pretrain_epochs,
+            learning_rate=args.pretrain_learning_rate,
+            seed=args.seed,
+            progress_bar=not args.no_progress_bar,
+        )
+        print(f"pretrained {len(history)} epoch(s): validation loss {history[-1]['validation_loss']:.4f}")
+    eval_kwargs = {"split": "test", "method": "greedy", "max_examples": args.eval_examples}
+    before = evaluate(policy, env, **eval_kwargs)
+    print(format_evaluation(before, names=["before RL"]), flush=True)
+
+    # Only pass a learning rate the user gave: each algorithm has its own sensible default.
+    algo_kwargs: dict[str, Any] = {"learning_rate": args.learning_rate} if args.learning_rate else {}
+    model = ALGORITHMS[args.algo](
+        policy, env, n_envs=args.n_envs, seed=args.seed, kl_coef=args.kl_coef, **algo_kwargs
+    )
+    logger = configure(str(out), ["stdout", "csv"])
+    model.set_logger(logger)
+    model.learn(args.timesteps, progress_bar=not args.no_progress_bar)
+    logger.close()  # flushes progress.csv before it is plotted
+    model.save(out / "model.zip")
+    policy.save(out / "policy.pt")
+    points = plot_learning_curve(
+        out / "progress.csv", out / "learning_curve.png", f"{args.algo.upper()} on {args.env}"
+    )
+
+    after = evaluate(policy, env, **eval_kwargs)
+    print(format_evaluation(before, after, names=["before RL", "after RL"]))
+    print(
+        f"\n{model.num_timesteps} timesteps in {time.perf_counter() - started:.0f}s; wrote model.zip, "
+        f"policy.pt, progress.csv and learning_curve.png ({points} points) to {out}"
+    )
+    return 0
+
+
+def cmd_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        parser.error(f"argument --checkpoint: no such file: {checkpoint}")
+    env = make_env(parser, args.env, args.task_kwargs)
+    try:
+        policy = TransformerPolicy.load(checkpoint, env=env, device=args.device)
+    except ValueError as err:
+        # A corrupt file or one trained on another env: a usage error, not a crash with a traceback.
+        parser.error(f"argument --checkpoint: {err}")
+    result = evaluate(
+        policy,
+        env,
+        split=args.split,
+        method=args.method,
+        beam_size=args.beam_size,
+        max_examples=args.max_examples,
+        seed=args.seed,
+    )
+    print(format_evaluation(result))
+    return 0
+
+
+def cmd_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # Imported here: each benchmark pulls in what it measures, and the other commands need neither.
+    if args.benchmark == "env":
+        from lmrl_gym.benchmark import main as bench_main
+    else:
+        from agents.benchmark import main as bench_main
+    bench_main(args.bench_args)
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmrl-gym",
+        description="Train, evaluate and benchmark RL agents on the lmrl-gym text generation environments.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,bench}")
+
+    train = commands.add_parser("train", help="pretrain (optional) and train a policy with an RL algorithm")
+    add_env_arguments(train)
+    train.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS), help="default: %(default)s")
+    train.add_argument(
+        "--policy",
+        default=POLICY_ALIASES[0],
+        choices=POLICY_ALIASES,
+        help="policy class (default: %(default)s)",
+    )
+    train.add_argument("--arch", default="causal", choices=ARCHS, help="default: %(default)s")
+    train.add_argument("--n-layer", type=positive_int, default=2, help="default: %(default)s")
+    train.add_argument("--n-embd", type=positive_int, default=128, help="default: %(default)s")
+    train.add_argument(
+        "--pretrain-epochs", type=non_negative_int, default=0, help="MLE epochs before RL (default: 0)"
+    )
+    train.add_argument(
+        "--pretrain-learning-rate", type=positive_float, default=1e-3, help="default: %(default)s"
+    )
+    train.add_argument(
+        "--timesteps",
+        type=positive_int,
+        default=20000,
+        help="RL budget in env steps = tokens (default: %(default)s)",
+    )
+    train.add_argument(
+        "--n-envs", type=positive_int, default=64, help="episodes per rollout (default: %(default)s)"
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=None,
+        help="RL learning rate (default: the algorithm's)",
+    )
+    train.add_argument(
+        "--kl-coef", type=non_negative_float, default=0.0, help="KL penalty to the start policy (default: 0)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: %(default)s)")
+    train.add_argument(
+        "--eval-examples",
+        type=positive_int,
+        default=None,
+        help="evaluate on the first N test examples only (default: all)",
+    )
+    train.add_argument("--out", required=True, help="output folder (created if missing)")
+    train.add_argument("--no-progress-bar", action="store_true", help="hide the progress bars")
+    train.set_defaults(handler=cmd_train, subparser=train)
+
+    ev = commands.add_parser("eval", help="evaluate a saved policy (policy.pt) and print the metrics table")
+    ev.add_argument(
+        "--checkpoint", required=True, help="a policy.pt written by train or TransformerPolicy.save"
+    )
+    add_env_arguments(ev)
+    ev.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
+    ev.add_argument("--method", default="greedy", choices=METHODS, help="default: %(default)s")
+    ev.add_argument("--beam-size", type=positive_int, default=4, help="default: %(default)s")
+    ev.add_argument("--max-examples", type=positive_int, default=None, help="default: the whole split")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    ev.add_argument("--device", default="auto", help="default: %(default)s")
+    ev.set_defaults(handler=cmd_eval, subparser=ev)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks: env (vector env and BLEU speed) or decoding (KV-cached decoding speed)",
+        description="Forward the remaining arguments to lmrl_gym.benchmark (env) or agents.benchmark "
+        "(decoding); e.g. 'lmrl-gym bench env --help'.",
+    )
+    bench.add_argument("benchmark", choices=BENCHMARKS)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of that benchmark")
+    bench.set_defaults(handler=cmd_bench, subparser=bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 on invalid arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # Usage errors are reported by the subcommand's own parser, whose usage line is the relevant one.
+    return args.handler(args.subparser, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The ``lmrl-gym`` command line (``agents.cli``) and the end-to-end demo (``agents.demo``) on tiny budgets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents import cli, demo
+
+# A 6-symbol copy task of length 3: small enough that a train + eval run takes seconds.
+TASK_KWARGS = json.dumps({"num_symbols": 6, "min_length": 3, "max_length": 3})
+TINY_MODEL = ["--n-layer", "1", "--n-embd", "32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One tiny ``train`` run shared by the tests that read its files; returns (out folder, stdout)."""
+    out = tmp_path_factory.mktemp("run")
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
+         "--algo", "ppo", "--pretrain-epochs", "1", "--timesteps", "200", "--n-envs", "16", "--seed", "0",
+         "--eval-examples", "20", "--no-progress-bar", "--out", str(out), *TINY_MODEL],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_train_writes_the_four_files(trained_run: tuple[Path, str]) -> None:
+    out, stdout = trained_run
+    for name in ("model.zip", "policy.pt", "progress.csv", "learning_curve.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows, "progress.csv has no rows"
+    assert cli.REWARD_COLUMN in rows[0] and cli.TIMESTEPS_COLUMN in rows[0]
+    assert float(rows[-1][cli.TIMESTEPS_COLUMN]) >= 200
+    # The before / after evaluator table.
+    assert "| metric | before RL | after RL |" in stdout
+    assert "| bleu |" in stdout
+
+
+def test_train_honours_task_kwargs(trained_run: tuple[Path, str]) -> None:
+    """The checkpoint was built for the 6-symbol task: its tokenizer is not the default copy task's."""
+    import gymnasium as gym
+
+    from agents.policy import TransformerPolicy
+
+    out, _ = trained_run
+    policy = TransformerPolicy.load(out / "policy.pt", device="cpu")
+    small = gym.make("TextGen-Copy-v0", task_kwargs=json.loads(TASK_KWARGS))
+    policy.check_env(small)
+    with pytest.raises(ValueError):
+        policy.check_env(gym.make("TextGen-Copy-v0"))
+
+
+def test_eval_prints_the_table(trained_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = trained_run
+    code = cli.main(
+        ["eval", "--checkpoint", str(out / "policy.pt"), "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
+         "--method", "beam", "--beam-size", "2", "--max-examples", "10", "--device", "cpu"]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| metric | beam2 (test) |" in printed
+    assert "| exact_match |" in printed and "| count | 10 |" in printed
+
+
+def test_eval_rejects_a_checkpoint_of_another_env(
+    trained_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = trained_run
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "--checkpoint", str(out / "policy.pt"), "--env", "TextGen-Copy-v0"])
+    assert exit_info.value.code == 2
+    assert "argument --checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--algo", "dqn", "--out", "x"], "argument --algo: invalid choice: 'dqn' (choose from 'a2c', 'ppo', 'reinforce')"),
+        (["train", "--arch", "rnn", "--out", "x"], "argument --arch: invalid choice: 'rnn' (choose from 'causal', 'seq2seq')"),
+        (["train", "--policy", "MlpPolicy", "--out", "x"], "argument --policy: invalid choice: 'MlpPolicy' (choose from 'TransformerPolicy')"),
+        (["train", "--timesteps", "0", "--out", "x"], "argument --timesteps: must be a positive integer, got 0"),
+        (["train", "--timesteps", "-5", "--out", "x"], "argument --timesteps: must be a positive integer, got -5"),
+        (["train", "--env", "CartPole-v1", "--out", "x"], "argument --env: invalid choice: 'CartPole-v1'"),
+        (["train", "--task-kwargs", "[1, 2]", "--out", "x"], "argument --task-kwargs: must be a JSON object"),
+        (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file: no/such/policy.pt"),
+        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding')"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.strip().splitlines()[-1].startswith("lmrl-gym"), "the last line is argparse's one-line error"
+
+
+def test_unknown_task_kwargs_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--env", "TextGen-Copy-v0", "--task-kwargs", '{"no_such_option": 1}',
+                  "--out", str(tmp_path)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "argument --task-kwargs: invalid for TextGen-Copy-v0" in capsys.readouterr().err
+
+
+def test_bench_forwards_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.benchmark
+    import lmrl_gym.benchmark
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(lmrl_gym.benchmark, "main", lambda argv: calls.append(("env", argv)))
+    monkeypatch.setattr(agents.benchmark, "main", lambda argv: calls.append(("decoding", argv)))
+    assert cli.main(["bench", "env", "--num-envs", "8", "--repeats", "1"]) == 0
+    assert cli.main(["bench", "decoding", "--batch", "4"]) == 0
+    assert calls == [("env", ["--num-envs", "8", "--repeats", "1"]), ("decoding", ["--batch", "4"])]
+
+
+def test_console_script_is_declared() -> None:
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'lmrl-gym = "agents.cli:main"' in text
+
+
+def test_demo_runs_on_a_tiny_budget(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.demo", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
+         "--pretrain-examples", "64", "--timesteps", "100", "--n-envs", "16", "--eval-examples", "10",
+         "--beam-size", "2", "--no-progress-bar", "--out", str(out), *TINY_MODEL],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"learning curve: {out / 'learning_curve.png'}" in result.stdout
+    for row in ("greedy BLEU", "beam-2 BLEU", "exact match", "mean reward"):
+        assert f"| {row}" in result.stdout
+
+
+def test_demo_pretrain_subset_lowers_the_loss() -> None:
+    """The brief MLE start trains: after one pass over 1024 number pairs the loss is well below the
+    untrained model's (about log of the vocabulary size)."""
+    import math
+
+    import torch
+
+    from agents.policy import TransformerPolicy
+
+    torch.manual_seed(0)
+    policy = TransformerPolicy.for_env("TextGen-v0", n_layer=1, n_embd=32, device="cpu")
+    assert math.isnan(demo.pretrain_subset(policy, "TextGen-v0", 0))
+    loss = demo.pretrain_subset(policy, "TextGen-v0", 1024, learning_rate=3e-3)
+    assert loss < 0.8 * math.log(policy.tokenizer.vocab_size)
