@@ -12,7 +12,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import lmrl_gym  # noqa: F401
-from agents import TransformerPolicy, evaluate
+from agents import TransformerPolicy, evaluate, pretrain
 from agents.algorithms import A2C, ALGORITHMS, PPO, REINFORCE
 
 SMALL_COPY = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
@@ -214,3 +214,20 @@ def test_eval_callback_logs_and_keeps_the_best_policy(tmp_path):
     saved = TransformerPolicy.load(tmp_path / "best_policy.pt", env=env, device="cpu")
     assert evaluate(saved, env, split="validation", max_examples=10)["mean_reward"] == pytest.approx(best)
     del model
+
+
+@pytest.mark.slow
+def test_ppo_raises_test_bleu_above_the_mle_start_over_three_seeds():
+    """Measured: start 73.08, after 20k steps 74.18 / 74.24 / 74.52 (seeds 0-2). A KL penalty of 0.1 on
+    this [0, 1] reward scale instead lowers it (67.4 +- 2.3): see the issue-4 notes."""
+    env = gym.make("TextGen-v0")
+    torch.manual_seed(0)
+    start = TransformerPolicy.for_env(env, n_layer=2, n_embd=128, device="cpu")
+    pretrain(start, env, epochs=1, learning_rate=1e-3)
+    before = evaluate(start, env)["bleu"]
+    after = []
+    for seed in (0, 1, 2):
+        model = PPO(copy.deepcopy(start), env, learning_rate=1e-5, n_envs=64, seed=seed, device="cpu")
+        model.learn(20_000)
+        after.append(evaluate(model.policy, env)["bleu"])
+    assert np.mean(after) > before + 0.5, (before, after)
