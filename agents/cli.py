@@ -33,7 +33,7 @@ from agents.models import ARCHS
 from agents.policy import TransformerPolicy
 from agents.pretrain import pretrain
 
-BENCHMARKS = ("env", "decoding")
+BENCHMARKS = ("env", "decoding", "algorithms")
 METHODS = ("greedy", "beam", "sample")
 SPLITS = ("train", "validation", "test")
 REWARD_COLUMN = "rollout/ep_rew_mean"
@@ -246,6 +246,8 @@ def cmd_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # Imported here: each benchmark pulls in what it measures, and the other commands need neither.
     if args.benchmark == "env":
         from lmrl_gym.benchmark import main as bench_main
+    elif args.benchmark == "algorithms":
+        from agents.benchmark_algorithms import main as bench_main
     else:
         from agents.benchmark import main as bench_main
     bench_main(args.bench_args)
@@ -325,9 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="benchmarks: env (vector env and BLEU speed) or decoding (KV-cached decoding speed)",
-        description="Forward the remaining arguments to lmrl_gym.benchmark (env) or agents.benchmark "
-        "(decoding); e.g. 'lmrl-gym bench env --help'.",
+        help="benchmarks: env (vector env and BLEU speed), decoding (KV-cached decoding speed) or "
+        "algorithms (REINFORCE vs A2C vs PPO over seeds)",
+        description="Forward the remaining arguments to lmrl_gym.benchmark (env), agents.benchmark "
+        "(decoding) or agents.benchmark_algorithms (algorithms); e.g. 'lmrl-gym bench env --help'.",
     )
     bench.add_argument("benchmark", choices=BENCHMARKS)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of that benchmark")

@@ -93,7 +93,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--env", "CartPole-v1", "--out", "x"], "argument --env: invalid choice: 'CartPole-v1'"),
         (["train", "--task-kwargs", "[1, 2]", "--out", "x"], "argument --task-kwargs: must be a JSON object"),
         (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file: no/such/policy.pt"),
-        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding')"),
+        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms')"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )  # fmt: skip

@@ -1,0 +1,319 @@
+"""REINFORCE vs A2C vs PPO on the same tasks, from the same start, over several seeds.
+
+    lmrl-gym bench algorithms [--tasks TextGen-Copy-v0 ...] [--algos ppo a2c] [--seeds 0 1 2]
+        [--timesteps 80000] [--pretrain-epochs 0] [--max-examples 200] [--out runs/bench_algorithms]
+
+    python -m agents.benchmark_algorithms ...
+
+For each task one policy is built with a fixed seed (and, with ``--pretrain-epochs``, MLE-pretrained); every
+(algorithm, seed) run trains a deep copy of it for ``--timesteps`` env steps (tokens), so the algorithms
+differ only in how they learn. Each run is then decoded greedily on the first ``--max-examples`` test
+examples. Written into ``--out``:
+
+* ``results.md``: one markdown table per task: the start policy, then one row per algorithm with the test
+  mean reward, BLEU and exact match as mean ± std over seeds and the training wall time per run (the
+  table is printed too);
+* ``results.json``: the settings, the start policy's scores and every run's numbers and learning curve;
+* ``learning_curves.png``: one panel per task, mean episode reward (last 100 training episodes) against env
+  steps, averaged over seeds, per algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+import lmrl_gym  # noqa: F401  (registers the TextGen ids that --tasks offers)
+from agents.algorithms import ALGORITHMS
+from agents.cli import env_ids, non_negative_int, positive_int
+from agents.evaluation import evaluate
+from agents.policy import TransformerPolicy
+from agents.pretrain import pretrain
+
+# Small instances that the three algorithms can make progress on within the default budget on a CPU.
+DEFAULT_TASKS: dict[str, dict[str, Any]] = {
+    "TextGen-Copy-v0": {"num_symbols": 6, "min_length": 3, "max_length": 3},
+    "TextGen-Reverse-v0": {"num_symbols": 6, "min_length": 2, "max_length": 4},
+}
+# Per-algorithm settings known to solve the small copy task (tests/test_algorithms.py): PPO reuses each
+# rollout for several epochs, so it wants a smaller step and a bigger batch than the one-update methods.
+ALGO_SETTINGS: dict[str, dict[str, Any]] = {
+    "ppo": {"learning_rate": 1e-4, "n_envs": 64},
+    "a2c": {"learning_rate": 1e-3, "n_envs": 16},
+    "reinforce": {"learning_rate": 1e-3, "n_envs": 16},
+}
+POLICY_SIZE: dict[str, int] = {"n_layer": 2, "n_embd": 64}
+START_SEED = 0  # the initial weights (and pretraining shuffle) are the same for every run of a task
+DEFAULT_TIMESTEPS = 80_000  # ~5 minutes for the defaults (2 tasks x 3 algorithms x 3 seeds) on one thread
+CURVE_POINTS = 50
+
+
+class RewardCurve(BaseCallback):
+    """Records ``(num_timesteps, mean episode reward)`` after every rollout.
+
+    The algorithms call ``on_step`` once per rollout, after ``ep_info_buffer`` (the returns of the last 100
+    training episodes) has been updated, so every call adds one point.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        if self.model.ep_info_buffer:
+            self.points.append((int(self.model.num_timesteps), float(np.mean(self.model.ep_info_buffer))))
+        return True
+
+
+def make_env(env_id: str) -> gym.Env:
+    """The task's env, with the small default instance where :data:`DEFAULT_TASKS` has one."""
+    task_kwargs = DEFAULT_TASKS.get(env_id)
+    return gym.make(env_id, **({"task_kwargs": task_kwargs} if task_kwargs else {}))
+
+
+def score_on_test(policy: TransformerPolicy, env: gym.Env, max_examples: int) -> dict[str, float]:
+    """Greedy decoding on the test split: mean reward, BLEU and exact match."""
+    result = evaluate(policy, env, split="test", method="greedy", max_examples=max_examples)
+    return {key: float(result[key]) for key in ("mean_reward", "bleu", "exact_match")}
+
+
+def build_start(env: gym.Env, pretrain_epochs: int) -> tuple[TransformerPolicy, float]:
+    """The policy every run of this task starts from, and the seconds its pretraining took."""
+    torch.manual_seed(START_SEED)
+    policy = TransformerPolicy.for_env(env, device="cpu", **POLICY_SIZE)
+    started = time.perf_counter()
+    if pretrain_epochs > 0:
+        pretrain(policy, env, epochs=pretrain_epochs, seed=START_SEED)
+    return policy, time.perf_counter() - started
+
+
+def run_one(
+    start: TransformerPolicy, env: gym.Env, algo: str, seed: int, timesteps: int, max_examples: int
+) -> dict[str, Any]:
+    """Train a copy of ``start`` with ``algo`` and score it; returns the run's record for ``results.json``."""
+    # Weights are copied, so this seed only reaches whatever torch's global generator still drives.
+    torch.manual_seed(seed)
+    policy = copy.deepcopy(start)
+    model = ALGORITHMS[algo](policy, env, seed=seed, device="cpu", **ALGO_SETTINGS.get(algo, {}))
+    curve = RewardCurve()
+    started = time.perf_counter()
+    model.learn(timesteps, callback=curve)
+    seconds = time.perf_counter() - started
+    return {
+        "algo": algo,
+        "seed": seed,
+        "timesteps": int(model.num_timesteps),
+        "seconds": seconds,
+        **{f"test_{key}": value for key, value in score_on_test(model.policy, env, max_examples).items()},
+        "curve": [list(point) for point in curve.points],
+    }
+
+
+# ---------------------------------------------------------------------- reporting
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    """``"mean ± std"`` (sample std; 0 for a single value)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """The markdown of ``results.md``: one table per task."""
+    seeds = results["config"]["seeds"]
+    start_name = "start (MLE)" if results["config"]["pretrain_epochs"] > 0 else "start (untrained)"
+    lines = [
+        f"# REINFORCE vs A2C vs PPO: {results['config']['timesteps']} env steps per run, seeds "
+        f"{', '.join(map(str, seeds))}, greedy on {results['config']['max_examples']} test examples",
+    ]
+    for task in results["config"]["tasks"]:
+        start = results["start"][task]
+        lines += [
+            "",
+            f"## {task} `{json.dumps(start['task_kwargs'])}`",
+            "",
+            # Exact match too: BLEU-4 is 0 for outputs shorter than 4 tokens, e.g. every small-copy answer.
+            "| policy | test mean reward | test BLEU | test exact match | wall time per run (s) |",
+            "|---|---:|---:|---:|---:|",
+            # The start is one deterministic policy, so it has a single score rather than a spread.
+            f"| {start_name} | {start['test_mean_reward']:.3f} | {start['test_bleu']:.1f} | "
+            f"{start['test_exact_match']:.3f} | "
+            f"{start['pretrain_seconds']:.1f} |",
+        ]
+        for algo in results["config"]["algos"]:
+            runs = [r for r in results["runs"] if r["task"] == task and r["algo"] == algo]
+            lines.append(
+                f"| {algo} | {mean_std([r['test_mean_reward'] for r in runs], 3)} | "
+                f"{mean_std([r['test_bleu'] for r in runs], 1)} | "
+                f"{mean_std([r['test_exact_match'] for r in runs], 3)} | "
+                f"{mean_std([r['seconds'] for r in runs], 1)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def mean_curve(curves: list[list[list[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average curves whose points fall at different steps (rollouts vary in tokens) on a common grid.
+
+    :return: steps, mean and std over the curves; empty arrays when any curve is empty.
+    """
+    if not curves or not all(curves):
+        return np.array([]), np.array([]), np.array([])
+    arrays = [np.asarray(c, dtype=float) for c in curves]
+    # Only the range every curve covers: interpolation must not extrapolate a seed's curve.
+    low, high = max(a[0, 0] for a in arrays), min(a[-1, 0] for a in arrays)
+    steps = np.linspace(low, high, CURVE_POINTS) if high > low else np.array([low])
+    values = np.stack([np.interp(steps, a[:, 0], a[:, 1]) for a in arrays])
+    return steps, values.mean(axis=0), values.std(axis=0)
+
+
+def plot_curves(results: dict[str, Any], png_path: Path) -> None:
+    """``learning_curves.png``: one panel per task, one line (mean ± std band over seeds) per algorithm."""
+    # Agg: no display is needed, and it must be chosen before pyplot is imported.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = results["config"]["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for algo in results["config"]["algos"]:
+            curves = [r["curve"] for r in results["runs"] if r["task"] == task and r["algo"] == algo]
+            steps, mean, std = mean_curve(curves)
+            if steps.size:
+                (line,) = ax.plot(steps, mean, label=algo)
+                ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("env steps (generated tokens)")
+        ax.set_ylabel("mean episode reward (last 100 episodes)")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmrl-gym bench algorithms",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        choices=env_ids(),
+        metavar="ID",
+        help=f"env ids (default: %(default)s); one of: {', '.join(env_ids())}",
+    )
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        default=sorted(ALGORITHMS),
+        choices=sorted(ALGORITHMS),
+        help="default: all",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default: %(default)s")
+    parser.add_argument(
+        "--timesteps",
+        type=positive_int,
+        default=DEFAULT_TIMESTEPS,
+        help="env steps (tokens) per run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=non_negative_int,
+        default=0,
+        help="MLE epochs for the start policy (default: 0, from scratch)",
+    )
+    parser.add_argument(
+        "--max-examples",
+        type=positive_int,
+        default=200,
+        help="test examples to evaluate (default: %(default)s)",
+    )
+    parser.add_argument("--out", default="runs/bench_algorithms", help="output folder (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, write ``results.md``, ``results.json`` and ``learning_curves.png``; returns 0."""
+    args = build_parser().parse_args(argv)
+    # Tiny models, many small ops: on a small shared CPU a second thread slows torch down several times.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_benchmark(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """:func:`main` once the arguments are parsed."""
+    # Repeated values would only repeat runs and skew the mean ± std.
+    tasks, algos, seeds = (list(dict.fromkeys(v)) for v in (args.tasks, args.algos, args.seeds))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "config": {
+            "tasks": tasks,
+            "algos": algos,
+            "seeds": seeds,
+            "timesteps": args.timesteps,
+            "pretrain_epochs": args.pretrain_epochs,
+            "max_examples": args.max_examples,
+            "policy": POLICY_SIZE,
+            "algo_settings": {algo: ALGO_SETTINGS.get(algo, {}) for algo in algos},
+        },
+        "start": {},
+        "runs": [],
+    }
+    started = time.perf_counter()
+    for task in tasks:
+        env = make_env(task)
+        start, pretrain_seconds = build_start(env, args.pretrain_epochs)
+        results["start"][task] = {
+            "task_kwargs": DEFAULT_TASKS.get(task, {}),
+            "pretrain_seconds": pretrain_seconds,
+            **{f"test_{k}": v for k, v in score_on_test(start, env, args.max_examples).items()},
+        }
+        for algo in algos:
+            for seed in seeds:
+                record = {"task": task, **run_one(start, env, algo, seed, args.timesteps, args.max_examples)}
+                results["runs"].append(record)
+                print(
+                    f"{task} {algo} seed {seed}: test mean reward {record['test_mean_reward']:.3f}, "
+                    f"BLEU {record['test_bleu']:.1f} ({record['seconds']:.1f}s)",
+                    flush=True,
+                )
+    results["total_seconds"] = time.perf_counter() - started
+
+    table = format_tables(results)
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot_curves(results, out / "learning_curves.png")
+    print("\n" + table)
+    print(
+        f"total {results['total_seconds']:.0f}s; wrote results.md, results.json and learning_curves.png to {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

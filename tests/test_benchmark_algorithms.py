@@ -1,0 +1,73 @@
+"""``lmrl-gym bench algorithms``: a tiny run writes its three files with one record per run; bad flags exit 2."""
+
+import json
+
+import pytest
+import torch
+
+from agents import cli
+from agents.benchmark_algorithms import main, mean_curve
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny ops on a shared 2-core machine run slower, not faster, with two threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_tiny_run_writes_the_table_the_records_and_the_curves(tmp_path, capsys):
+    argv = ["--tasks", "TextGen-Copy-v0", "--algos", "reinforce", "a2c", "--seeds", "0", "1"]
+    argv += ["--timesteps", "300", "--max-examples", "10", "--out", str(tmp_path)]
+    # Through the top-level command, which forwards everything after "algorithms".
+    assert cli.main(["bench", "algorithms", *argv]) == 0
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curves.png", "results.json", "results.md"]
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    table = (tmp_path / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| policy")]
+    assert [row.split("|")[1].strip() for row in rows] == ["start (untrained)", "reinforce", "a2c"]
+    assert all("±" in row for row in rows[1:])
+    assert table in capsys.readouterr().out
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = {(r["task"], r["algo"], r["seed"]) for r in results["runs"]}
+    assert len(results["runs"]) == len(runs) == 4
+    assert runs == {("TextGen-Copy-v0", a, s) for a in ("reinforce", "a2c") for s in (0, 1)}
+    for record in results["runs"]:
+        assert record["timesteps"] >= 300
+        assert 0.0 <= record["test_bleu"] <= 100.0
+        # One point per rollout, at increasing step counts.
+        steps = [step for step, _ in record["curve"]]
+        assert steps and steps == sorted(steps)
+    start = results["start"]["TextGen-Copy-v0"]
+    assert start["task_kwargs"] == {"num_symbols": 6, "min_length": 3, "max_length": 3}
+    assert 0.0 <= start["test_bleu"] <= 100.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--algos", "dqn"], "invalid choice: 'dqn'"),
+        (["--tasks", "TextGen-Nope-v0"], "invalid choice: 'TextGen-Nope-v0'"),
+        (["--timesteps", "0"], "must be a positive integer"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_choices(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "invalid choice" in message:
+        assert "choose from" in err
+
+
+def test_mean_curve_averages_curves_sampled_at_different_steps():
+    steps, mean, std = mean_curve([[[0, 0.0], [10, 1.0]], [[5, 1.0], [20, 1.0]]])
+    # Only [5, 10], which both curves cover; at 5 the first is 0.5 and the second 1.0.
+    assert steps[0] == 5 and steps[-1] == 10
+    assert mean[0] == pytest.approx(0.75) and std[0] == pytest.approx(0.25)
+    assert mean_curve([[[0, 1.0]], []])[0].size == 0
