@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from torch import nn
 
 from agents.devices import resolve_device
 from agents.models import ARCHS, KVCache, TransformerConfig, TransformerLM
+from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.env_setup import EnvSetup
 from lmrl_gym.tokenizer import Tokenizer
 
@@ -261,14 +261,8 @@ class TransformerPolicy(nn.Module):
             "bf16_autocast": self.bf16_autocast,
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from agents.devices import resolve_device
 from agents.policy import TransformerPolicy, env_setup_of
 from agents.rollout import Trajectories, collect_trajectories
+from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 POLICY_ALIASES = ("TransformerPolicy",)
@@ -358,17 +359,10 @@ class TextRLAlgorithm:
             "algorithm": type(self).__name__,
             "arguments": self._constructor_arguments(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w") as archive:
-                archive.writestr("algorithm.json", json.dumps(meta))
-                for name, data in buffers.items():
-                    archive.writestr(name, data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+            archive.writestr("algorithm.json", json.dumps(meta))
+            for name, data in buffers.items():
+                archive.writestr(name, data)
 
     @classmethod
     def load(
