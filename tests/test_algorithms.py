@@ -168,6 +168,7 @@ def test_each_algorithm_solves_small_copy_from_scratch(name):
     before = evaluate(model.policy, env, split="test")["mean_reward"]
     model.learn(total)
     after = evaluate(model.policy, env, split="test")["mean_reward"]
+    print(f"{name}: test mean reward {before:.3f} -> {after:.3f}")  # the README's figures (pytest -s)
     assert after >= 0.9, (before, after)
 
 
@@ -199,6 +200,7 @@ def test_kl_to_the_reference_falls_when_the_optimum_is_the_reference():
     before = kl_to_lm()
     model.learn(60_000)
     after = kl_to_lm()
+    print(f"KL(policy || LM) per episode: {before:.1f} -> {after:.1f}")  # the README's figures (pytest -s)
     assert after < 0.5 * before, (before, after)
 
 
@@ -230,4 +232,5 @@ def test_ppo_raises_test_bleu_above_the_mle_start_over_three_seeds():
         model = PPO(copy.deepcopy(start), env, learning_rate=1e-5, n_envs=64, seed=seed, device="cpu")
         model.learn(20_000)
         after.append(evaluate(model.policy, env)["bleu"])
+    print(f"test BLEU {before:.2f} -> {[round(b, 2) for b in after]}")  # the README's figures (pytest -s)
     assert np.mean(after) > before + 0.5, (before, after)

@@ -14,6 +14,7 @@ SCRIPTS = {
     "own_data.py": [],
     "sb3_ppo.py": ["--timesteps", "1024"],
     "pretrain_evaluate.py": ["--epochs", "1", "--max-examples", "20"],
+    "finetune_from_mle.py": ["--timesteps", "64", "--seeds", "0", "--max-examples", "10"],
     "benchmark_env.py": ["--num-envs", "8", "--steps", "5", "--repeats", "1", "--episodes", "16", "32"],
 }
 
