@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -40,6 +40,13 @@ class Trajectories:
     def episode_returns(self) -> torch.Tensor:
         """``[N]`` total env reward of each episode."""
         return self.rewards.sum(1)
+
+    def with_rewards(self, rewards: torch.Tensor) -> Trajectories:
+        """A copy whose per-step rewards are ``rewards`` (``[N, T]``, the layout of :attr:`rewards`), e.g. a
+        learned reward re-scored after the rollout (inverse RL)."""
+        if rewards.shape != self.rewards.shape:
+            raise ValueError(f"rewards must have shape {tuple(self.rewards.shape)}, got {tuple(rewards.shape)}")
+        return replace(self, rewards=rewards.to(self.rewards.device, self.rewards.dtype) * self.mask)
 
     def index(self, rows: torch.Tensor) -> Trajectories:
         return Trajectories(*(getattr(self, f.name)[rows] for f in fields(self)))
