@@ -24,6 +24,7 @@ ENV_ARGUMENTS = (
     "sampling",
     "strict_prompt_length",
     "task_kwargs",
+    "reward_model",
     "render_mode",
 )
 
@@ -83,7 +84,8 @@ class TextGenEnv(gym.Env):
 
     The ``reward`` argument: ``"bleu"`` (sentence BLEU against the references, sacreBLEU's number on the
     ids, scaled to [0, 1]), ``"exact_match"``, ``"lm"`` (log-probability of each token under a Kneser-Ney
-    model of the training references, natural log), a :class:`lmrl_gym.rewards.Reward`, a Python function
+    model of the training references, natural log), ``"learned"`` (a reward network, e.g. from inverse RL,
+    given as ``reward_model``; paid per token), a :class:`lmrl_gym.rewards.Reward`, a Python function
     ``fn(text, references, prompt) -> float``, or a ``{reward: weight}`` mapping. Sequence rewards are paid
     at the last step, token rewards at every step; with ``shaping=True`` sequence rewards are paid as the
     per-step difference of the score of the prefix, which sums to the final score. An invalid action pays
@@ -106,6 +108,8 @@ class TextGenEnv(gym.Env):
 
     - ``task``: built-in name (default ``"numbers"``), a ``Task``, a list of examples or a file path.
     - ``task_kwargs``: keyword arguments of the task builder, e.g. ``{"num_symbols": 6}``.
+    - ``reward_model``: the model of ``reward="learned"``: a file written by ``RewardNetwork.save`` /
+      ``agents.IRL`` or a :class:`lmrl_gym.rewards.RewardNetwork`.
     - ``split``: ``"train"`` | ``"validation"`` | ``"test"``.
     - ``reward``: see Rewards (default ``"bleu"``).
     - ``max_new_tokens``: episode length limit (default: longest reference in the task + 1).
@@ -139,6 +143,7 @@ class TextGenEnv(gym.Env):
         sampling: str = "random",
         strict_prompt_length: bool = False,
         task_kwargs: Mapping[str, Any] | None = None,
+        reward_model: Any = None,
         render_mode: str | None = None,
         **unknown: Any,
     ) -> None:
@@ -156,6 +161,7 @@ class TextGenEnv(gym.Env):
             sampling=sampling,
             strict_prompt_length=strict_prompt_length,
             task_kwargs=task_kwargs,
+            reward_model=reward_model,
         )
         self.render_mode = render_mode
         self.tokenizer = self.setup.tokenizer

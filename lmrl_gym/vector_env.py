@@ -56,6 +56,7 @@ class TextGenVectorEnv(VectorEnv):
         sampling: str = "random",
         strict_prompt_length: bool = False,
         task_kwargs: Mapping[str, Any] | None = None,
+        reward_model: Any = None,
         device: str | torch.device = "cpu",
         output: str = "numpy",
         info_text: bool = True,
@@ -85,6 +86,7 @@ class TextGenVectorEnv(VectorEnv):
             sampling=sampling,
             strict_prompt_length=strict_prompt_length,
             task_kwargs=task_kwargs,
+            reward_model=reward_model,
             device=device,
         )
         self.num_envs = int(num_envs)
@@ -118,6 +120,11 @@ class TextGenVectorEnv(VectorEnv):
     @property
     def num_examples(self) -> int:
         return len(self.setup.data)
+
+    @property
+    def example_index(self) -> torch.Tensor:
+        """int64 ``[num_envs]``: the split row (index into ``setup.tensors``) of each env's current episode."""
+        return self._example_index
 
     def action_masks(self) -> np.ndarray:
         """bool ``[num_envs, vocab_size]``: True for ids that may be generated."""
@@ -192,9 +199,28 @@ class TextGenVectorEnv(VectorEnv):
         return self.setup.reward_batch(self._example_index[envs], generated, length, ended_with_eos)
 
     def step(self, actions: Any):
+        rewards, terminated, truncated, infos = self._advance(actions, with_infos=True)
+        if self.output == "numpy":
+            return (
+                self._observation(),
+                rewards.cpu().numpy(),
+                terminated.cpu().numpy(),
+                truncated.cpu().numpy(),
+                infos,
+            )
+        return self._observation(), rewards, terminated, truncated, infos
+
+    def step_tensors(self, actions: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance exactly as :meth:`step` (same rewards, terminations and autoresets) but return only
+        ``(rewards, terminated, truncated)`` as tensors on ``device``: no observation copy and no
+        ``final_obs`` / ``final_info`` (built per ended episode) for agents that read neither."""
+        rewards, terminated, truncated, _ = self._advance(actions, with_infos=False)
+        return rewards, terminated, truncated
+
+    def _advance(self, actions: Any, with_infos: bool):
         if not self._was_reset:
             raise ResetNeeded("cannot call step() before reset()")
-        setup, pipeline, _pad = self.setup, self.setup.pipeline, self.tokenizer.pad_id
+        setup, pipeline = self.setup, self.setup.pipeline
         actions = self._check_actions(actions)
         invalid = setup.action_is_invalid[actions]
         valid = ~invalid
@@ -234,7 +260,8 @@ class TextGenVectorEnv(VectorEnv):
 
         infos: dict[str, Any] = {}
         if bool(done.any()):
-            infos = self._final_infos(done, invalid, eos, components)
+            if with_infos:
+                infos = self._final_infos(done, invalid, eos, components)
             ended = done.nonzero()[:, 0]
             ended_np = ended.cpu().numpy()
             self._episode_counts[ended_np] += np.uint64(1)
@@ -242,15 +269,7 @@ class TextGenVectorEnv(VectorEnv):
                 self._seed_keys[ended_np], self._episode_counts[ended_np], self.num_examples, setup.sampling
             )
             self._start_episodes(ended, torch.as_tensor(rows, dtype=torch.long, device=self.device))
-        if self.output == "numpy":
-            return (
-                self._observation(),
-                rewards.cpu().numpy(),
-                terminated.cpu().numpy(),
-                truncated.cpu().numpy(),
-                infos,
-            )
-        return self._observation(), rewards, terminated, truncated, infos
+        return rewards, terminated, truncated, infos
 
     def _check_actions(self, actions: Any) -> torch.Tensor:
         vocab = self.tokenizer.vocab_size

@@ -2,7 +2,8 @@
 
 ``make_reward(spec)`` turns what a user passes as ``reward=`` into a :class:`Reward`:
 
-- a name: ``"bleu"``, ``"exact_match"``, ``"lm"``;
+- a name: ``"bleu"``, ``"exact_match"``, ``"lm"``, ``"learned"`` (with ``reward_model=``, a saved
+  :class:`RewardNetwork` or one in memory);
 - a :class:`Reward` instance;
 - a plain Python function on strings (wrapped by :class:`CallableReward`);
 - a mapping ``{spec: weight}`` of any of these (a :class:`WeightedSumReward`).
@@ -24,6 +25,7 @@ from lmrl_gym.rewards.base import (
     validate_reward_output,
 )
 from lmrl_gym.rewards.bleu import corpus_bleu, sentence_bleu
+from lmrl_gym.rewards.learned import LearnedReward, RewardNetwork, RewardNetworkConfig
 from lmrl_gym.rewards.lm_score import CausalLMScoreReward, LMScoreReward
 from lmrl_gym.rewards.ngram import KneserNeyLM
 from lmrl_gym.rewards.sequence_rewards import BLEUReward, ExactMatchReward
@@ -32,6 +34,7 @@ REWARDS: dict[str, Callable[[], Reward]] = {
     "bleu": BLEUReward,
     "exact_match": ExactMatchReward,
     "lm": LMScoreReward,
+    "learned": LearnedReward,
 }
 
 
@@ -40,8 +43,18 @@ def list_rewards() -> list[str]:
     return sorted(REWARDS)
 
 
-def make_reward(spec: Any) -> Reward:
-    """Build a :class:`Reward` from a name, a Reward, a callable or a ``{spec: weight}`` mapping."""
+def make_reward(spec: Any, reward_model: Any = None) -> Reward:
+    """Build a :class:`Reward` from a name, a Reward, a callable or a ``{spec: weight}`` mapping.
+
+    :param reward_model: the model of the ``"learned"`` reward (a file path or a :class:`RewardNetwork`);
+        an error when ``spec`` has no ``"learned"`` part.
+    """
+    if reward_model is not None and not _names_learned(spec):
+        raise ValueError(
+            f"reward_model is only used by reward='learned' (or a mapping with a 'learned' key), got reward={spec!r}"
+        )
+    if spec == "learned":
+        return LearnedReward(reward_model)
     if isinstance(spec, Reward):
         return spec
     if isinstance(spec, str):
@@ -57,7 +70,7 @@ def make_reward(spec: Any) -> Reward:
         for key, weight in spec.items():
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ValueError(f"weight for reward {key!r} must be a number, got {weight!r}")
-            reward = make_reward(key)
+            reward = make_reward(key, reward_model if key == "learned" else None)
             if isinstance(reward, WeightedSumReward):
                 raise ValueError("weighted sums cannot be nested")
             components.append((reward, float(weight)))
@@ -70,6 +83,12 @@ def make_reward(spec: Any) -> Reward:
     )
 
 
+def _names_learned(spec: Any) -> bool:
+    if isinstance(spec, str):
+        return spec == "learned"
+    return isinstance(spec, Mapping) and "learned" in spec
+
+
 __all__ = [
     "BLEUReward",
     "CallableReward",
@@ -77,11 +96,14 @@ __all__ = [
     "ExactMatchReward",
     "KneserNeyLM",
     "LMScoreReward",
+    "LearnedReward",
     "REWARDS",
     "Reward",
     "RewardBatch",
     "RewardContext",
     "RewardError",
+    "RewardNetwork",
+    "RewardNetworkConfig",
     "WeightedSumReward",
     "batched",
     "corpus_bleu",
