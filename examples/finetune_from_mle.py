@@ -1,9 +1,10 @@
 """Fine-tune a pretrained policy with PPO on the BLEU reward and compare test BLEU with the MLE start.
 
-    python examples/finetune_from_mle.py [--learning-rate 1e-5 --kl-coef 0 --timesteps 20000 --seeds 0 1 2]
+    python examples/finetune_from_mle.py [--learning-rate 1e-5 --kl-coef 0.01 --timesteps 20000 --seeds 0 1 2]
 
 One causal 2 x 128 policy is pretrained for ``--pretrain-epochs`` on TextGen-v0 (seed 0); every seed then
-fine-tunes its own copy. Prints greedy test BLEU of the start and of each seed (mean and std).
+fine-tunes its own copy. Prints greedy test BLEU of the start and of each seed (mean and std). The
+defaults are the fine-tuning defaults of ``lmrl-gym train --pretrain-epochs N`` (agents/cli.py).
 """
 
 import argparse
@@ -15,12 +16,13 @@ import torch
 
 import lmrl_gym
 from agents import PPO, TransformerPolicy, evaluate, pretrain
+from agents.cli import FINETUNE_KL_COEF, FINETUNE_LEARNING_RATES
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--env", default="TextGen-v0")
 parser.add_argument("--pretrain-epochs", type=int, default=1)
-parser.add_argument("--learning-rate", type=float, default=1e-5)
-parser.add_argument("--kl-coef", type=float, default=0.0)
+parser.add_argument("--learning-rate", type=float, default=FINETUNE_LEARNING_RATES["ppo"])
+parser.add_argument("--kl-coef", type=float, default=FINETUNE_KL_COEF)
 parser.add_argument("--timesteps", type=int, default=20_000)
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
 parser.add_argument("--max-examples", type=int, default=None)

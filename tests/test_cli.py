@@ -46,6 +46,61 @@ def test_train_writes_the_four_files(trained_run: tuple[Path, str]) -> None:
     assert "| bleu |" in stdout
 
 
+def saved_arguments(model_zip: Path) -> dict:
+    """The constructor arguments a ``train`` run gave its algorithm, as its checkpoint stores them."""
+    import zipfile
+
+    with zipfile.ZipFile(model_zip) as archive:
+        return json.loads(archive.read("algorithm.json"))["arguments"]
+
+
+def test_pretraining_switches_rl_to_the_fine_tuning_defaults(trained_run: tuple[Path, str]) -> None:
+    out, stdout = trained_run
+    # The fixture pretrains (--pretrain-epochs 1) and passes neither --learning-rate nor --kl-coef.
+    arguments = saved_arguments(out / "model.zip")
+    assert arguments["learning_rate"] == cli.FINETUNE_LEARNING_RATES["ppo"] == 1e-5
+    assert arguments["kl_coef"] == cli.FINETUNE_KL_COEF == 0.01
+    assert "learning_rate 1e-05, kl_coef 0.01" in stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # From scratch: the algorithm's own learning rate (not passed) and no leash.
+        ([], {"kl_coef": 0.0}),
+        (["--pretrain-epochs", "2"], {"learning_rate": 1e-5, "kl_coef": 0.01}),
+        (["--pretrain-epochs", "2", "--algo", "a2c"], {"learning_rate": 1e-4, "kl_coef": 0.01}),
+        # Explicit flags win over the fine-tuning defaults, including an explicit 0.
+        (["--pretrain-epochs", "2", "--learning-rate", "3e-4"], {"learning_rate": 3e-4, "kl_coef": 0.01}),
+        (["--pretrain-epochs", "2", "--kl-coef", "0"], {"learning_rate": 1e-5, "kl_coef": 0.0}),
+        (["--learning-rate", "2e-3", "--kl-coef", "0.2"], {"learning_rate": 2e-3, "kl_coef": 0.2}),
+    ],
+)
+def test_rl_settings_defaults_and_explicit_flags(argv: list[str], expected: dict) -> None:
+    args = cli.build_parser().parse_args(["train", "--out", "x", *argv])
+    assert cli.rl_settings(args) == expected
+
+
+def test_explicit_flags_reach_the_algorithm_after_pretraining(tmp_path: Path) -> None:
+    code = cli.main(
+        ["train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS, "--algo", "reinforce",
+         "--pretrain-epochs", "1", "--learning-rate", "3e-4", "--kl-coef", "0", "--timesteps", "50",
+         "--n-envs", "8", "--eval-examples", "5", "--no-progress-bar", "--out", str(tmp_path), *TINY_MODEL]
+    )  # fmt: skip
+    assert code == 0
+    arguments = saved_arguments(tmp_path / "model.zip")
+    assert arguments["learning_rate"] == 3e-4 and arguments["kl_coef"] == 0.0
+
+
+def test_train_help_documents_the_fine_tuning_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "with --pretrain-epochs > 0 the fine-tuning rate: ppo 1e-05, a2c 0.0001, reinforce 0.0001" in text
+    assert "0.01 with --pretrain-epochs > 0" in text
+
+
 def test_train_honours_task_kwargs(trained_run: tuple[Path, str]) -> None:
     """The checkpoint was built for the 6-symbol task: its tokenizer is not the default copy task's."""
     import gymnasium as gym
