@@ -1,16 +1,19 @@
-"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding, evaluation and
-REINFORCE / A2C / PPO with a KL leash. Stable-Baselines3 interop is in :mod:`agents.sb3`.
+"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding, evaluation,
+REINFORCE / A2C / PPO with a KL leash, and inverse RL (:class:`IRL`) that learns a reward from
+demonstrations. Stable-Baselines3 interop is in :mod:`agents.sb3`.
 """
 
 from agents.algorithms import A2C, PPO, REINFORCE
 from agents.evaluation import evaluate, format_evaluation
 from agents.generate import decode
+from agents.irl import IRL
 from agents.models import TransformerConfig, TransformerLM
 from agents.policy import TransformerPolicy
 from agents.pretrain import pretrain
 
 __all__ = [
     "A2C",
+    "IRL",
     "PPO",
     "REINFORCE",
     "TransformerConfig",

@@ -15,14 +15,16 @@ SCRIPTS = {
     "sb3_ppo.py": ["--timesteps", "1024"],
     "pretrain_evaluate.py": ["--epochs", "1", "--max-examples", "20"],
     "finetune_from_mle.py": ["--timesteps", "64", "--seeds", "0", "--max-examples", "10"],
+    "irl_oracle.py": ["--irl-timesteps", "300", "--ppo-timesteps", "200", "--samples", "20", "--out", "RUNS"],
     "benchmark_env.py": ["--num-envs", "8", "--steps", "5", "--repeats", "1", "--episodes", "16", "32"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_example_runs(script):
+def test_example_runs(script, tmp_path):
+    args = [str(tmp_path) if arg == "RUNS" else arg for arg in SCRIPTS[script]]  # outputs go to a tmp dir
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *SCRIPTS[script]],
+        [sys.executable, str(ROOT / "examples" / script), *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -24,7 +24,7 @@ def env():
 def network(env):
     torch.manual_seed(0)
     setup = env.unwrapped.setup
-    net = RewardNetwork.for_tokenizer(setup.tokenizer, 1 + setup.max_prompt_tokens + setup.max_new_tokens)
+    net = RewardNetwork.for_tokenizer(setup.tokenizer, 2 + setup.max_prompt_tokens + setup.max_new_tokens)
     with torch.no_grad():  # a non-trivial function, so the consistency checks can fail
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -48,14 +48,39 @@ def random_episodes(setup, batch: int, seed: int):
 def test_token_rewards_shape_mask_and_sequence_sum(env, network):
     setup = env.unwrapped.setup
     prompts, prompt_lengths, actions, lengths = random_episodes(setup, 32, seed=1)
+    lengths = lengths.clamp(min=1)
+    actions[:16][torch.arange(16), lengths[:16] - 1] = setup.tokenizer.eos_id  # half end with eos
     with torch.no_grad():
         r = network.token_rewards(prompts, prompt_lengths, actions, lengths)
         total = network.sequence_rewards(prompts, prompt_lengths, actions, lengths)
-    assert r.shape == actions.shape and r.dtype == torch.float32
+    assert r.shape == actions.shape and r.dtype == torch.float32 and total.shape == (32,)
     beyond = torch.arange(actions.shape[1])[None] >= lengths[:, None]
     assert torch.all(r[beyond] == 0)
     assert torch.all(r[~beyond] != 0)
-    torch.testing.assert_close(total, r.sum(1))
+    # episodes ended by eos: the sequence reward is the plain sum of the token rewards
+    torch.testing.assert_close(total[:16], r[:16].sum(1))
+    assert not torch.allclose(total[16:], r[16:].sum(1))  # cut-off ones also pay a closing eos
+
+
+def test_a_cut_off_episode_is_scored_as_the_complete_text(env, network):
+    """episode_rewards: an episode without a closing eos pays that eos's reward on its last action, so its
+    sequence reward equals that of the same text ended by eos."""
+    setup = env.unwrapped.setup
+    tok = setup.tokenizer
+    prompts, prompt_lengths, actions, lengths = random_episodes(setup, 16, seed=4)
+    lengths = lengths.clamp(min=1, max=setup.max_new_tokens - 1)
+    closed = actions.clone()
+    closed[torch.arange(16), lengths] = tok.eos_id
+    with torch.no_grad():
+        cut = network.episode_rewards(prompts, prompt_lengths, actions, lengths)
+        ended = network.episode_rewards(prompts, prompt_lengths, closed, lengths + 1)
+        plain = network.token_rewards(prompts, prompt_lengths, actions, lengths)
+    torch.testing.assert_close(cut.sum(1), ended.sum(1))
+    # every action but the last pays the same; the last pays its own reward plus the closing eos's
+    before_last = torch.arange(actions.shape[1])[None] < (lengths - 1)[:, None]
+    torch.testing.assert_close(cut[before_last], plain[before_last])
+    rows = torch.arange(16)
+    torch.testing.assert_close(cut[rows, lengths - 1], plain[rows, lengths - 1] + ended[rows, lengths])
 
 
 def test_token_rewards_do_not_depend_on_padding_or_later_tokens(env, network):

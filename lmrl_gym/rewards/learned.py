@@ -142,9 +142,63 @@ class RewardNetwork(nn.Module):
         scores = (h * self.head.weight[actions]).sum(-1) + self.head.bias[actions]
         return torch.where(valid, scores, torch.zeros((), device=dev))
 
-    def sequence_rewards(self, prompts, prompt_lengths, actions, lengths) -> torch.Tensor:
-        """``[B]`` sum of :meth:`token_rewards` over each episode."""
-        return self.token_rewards(prompts, prompt_lengths, actions, lengths).sum(1)
+    def text_rewards(
+        self,
+        prompts: torch.Tensor,
+        prompt_lengths: torch.Tensor,
+        texts: torch.Tensor,
+        text_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """Rewards of complete texts: ``[B, T + 1]``, column ``t < text_lengths`` the reward of token t and
+        column ``text_lengths`` the reward of the closing eos; 0 beyond.
+
+        :param texts: int ``[B, T]`` token ids without eos; :param text_lengths: int ``[B]``.
+        """
+        eos = self.tokenizer.eos_id
+        texts, text_lengths = texts.to(self.device).long(), text_lengths.to(self.device).long()
+        actions = torch.cat([texts, torch.full_like(texts[:, :1], eos)], dim=1)
+        actions = actions.scatter(1, text_lengths[:, None], eos)
+        return self.token_rewards(prompts, prompt_lengths, actions, text_lengths + 1)
+
+    def episode_rewards(
+        self,
+        prompts: torch.Tensor,
+        prompt_lengths: torch.Tensor,
+        actions: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-action rewards of episodes, ``[B, T]``, each text scored as complete.
+
+        An episode that ended with eos gets :meth:`token_rewards`. One cut off by the length limit (its last
+        action is not eos) also gets the reward of the eos that would close it, added to its last action:
+        a policy cannot dodge the end-of-text reward by never ending (the reward of a text is the same
+        however its episode stopped).
+        """
+        eos = self.tokenizer.eos_id
+        actions, lengths = actions.to(self.device).long(), lengths.to(self.device).long()
+        last = (lengths - 1).clamp(min=0)[:, None]
+        ended = (lengths > 0) & (actions.gather(1, last)[:, 0] == eos)
+        text_lengths = lengths - ended.long()
+        width = actions.shape[1]
+        texts = actions.masked_fill(
+            torch.arange(width, device=self.device)[None, :] >= text_lengths[:, None], 0
+        )
+        rewards = self.text_rewards(prompts, prompt_lengths, texts, text_lengths)
+        valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
+        per_action = torch.where(valid, rewards[:, :width], 0.0)  # a cut-off text's closing eos is no action
+        closing = rewards.gather(1, text_lengths[:, None])[:, 0]
+        cut_off = ~ended & (lengths > 0)
+        return per_action.scatter_add(1, last, torch.where(cut_off, closing, 0.0)[:, None])
+
+    def sequence_rewards(
+        self,
+        prompts: torch.Tensor,
+        prompt_lengths: torch.Tensor,
+        actions: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[B]`` learned reward of each episode's text, the sum of :meth:`episode_rewards`."""
+        return self.episode_rewards(prompts, prompt_lengths, actions, lengths).sum(1)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write config, vocabulary and weights to ``path`` atomically."""
@@ -198,6 +252,11 @@ class LearnedReward(Reward):
     :param per_token: True (default): pay ``r(s_t, a_t)`` at every step, so an episode's rewards sum to its
         sequence reward; False: pay the sequence reward when the episode ends.
 
+    A text is always scored as complete: an episode cut off at ``max_new_tokens`` also pays the reward of
+    the eos that would close it (otherwise a policy could avoid a negative end-of-text reward by never
+    ending, which inverse RL on the oracle task showed it does). The network therefore needs
+    ``max_positions >= 2 + max_prompt_tokens + max_new_tokens``.
+
     The bound reward shares the network object, so a network that keeps training (inverse RL) is seen
     by the environment at once. Scoring runs without gradients, in eval mode.
     """
@@ -231,28 +290,20 @@ class LearnedReward(Reward):
         network = self.model
         if not isinstance(network, RewardNetwork):
             raise RuntimeError("LearnedReward must be bound to an environment (Reward.bind) before use")
-        eos = batch.ended_with_eos.long()
-        # Actions = the generated tokens, plus eos when the episode just ended with it (an eos step is one
-        # of the max_new_tokens steps, so it always fits in the generated width).
-        generated, lengths = batch.generated.long(), batch.lengths.long()
-        at = lengths.clamp(max=generated.shape[1] - 1)[:, None]
-        eos_or_kept = torch.where(
-            batch.ended_with_eos[:, None],
-            torch.full_like(at, network.tokenizer.eos_id),
-            generated.gather(1, at),
-        )
-        actions = generated.scatter(1, at, eos_or_kept)
-        n_actions = batch.lengths.long() + eos
+        lengths = batch.lengths.long()
         was_training = network.training
         network.eval()
-        rewards = network.token_rewards(batch.prompts, batch.prompt_lengths, actions, n_actions)
+        # Column lengths[b] holds the reward of the eos that closes the text.
+        rewards = network.text_rewards(batch.prompts, batch.prompt_lengths, batch.generated, lengths)
         network.train(was_training)
         if not self.per_token:
             return rewards.sum(1)
-        latest = (n_actions - 1).clamp(min=0)
-        return torch.where(
-            n_actions > 0, rewards.gather(1, latest[:, None])[:, 0], torch.zeros_like(rewards[:, 0])
-        )
+        closing = rewards.gather(1, lengths[:, None])[:, 0]
+        latest = rewards.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
+        # A text cut off by the length limit is scored as complete: its last step also pays the closing eos.
+        cut_off = lengths >= batch.generated.shape[1]
+        paid = torch.where(batch.ended_with_eos, closing, latest + torch.where(cut_off, closing, 0.0))
+        return torch.where((lengths > 0) | batch.ended_with_eos, paid, torch.zeros_like(paid))
 
     def __repr__(self) -> str:
         return f"LearnedReward(per_token={self.per_token})"
