@@ -9,7 +9,7 @@ def discounted_reverse_cumsum(x: torch.Tensor, discount: float) -> torch.Tensor:
     """``y[:, t] = sum_{k >= t} discount**(k - t) * x[:, k]`` for ``x [N, T]``, as one matrix product."""
     t = x.shape[1]
     steps = torch.arange(t, device=x.device)
-    power = (steps[None, :] - steps[:, None]).clamp(min=0).to(x.dtype)  # [k, t] -> k - t
+    power = (steps[:, None] - steps[None, :]).clamp(min=0).to(x.dtype)  # [k, t] -> k - t
     weights = torch.where(
         steps[:, None] >= steps[None, :], discount**power, torch.zeros((), dtype=x.dtype, device=x.device)
     )
