@@ -220,8 +220,12 @@ class TransformerPolicy(nn.Module):
         t = tokens.shape[1]
         valid = torch.arange(t, device=self.device)[None, :] < lengths.to(self.device)[:, None]
         safe_tokens = torch.where(valid, tokens, self.tokenizer.eos_id)  # padding must not hit a -inf logit
+        # Output t is computed after action t-1, so the last action is never an input that matters: with
+        # causal attention, dropping it leaves the first t outputs unchanged and saves one position.
         with self._autocast():
-            logits, values = self.model(prompt_ids, prompt_lengths.to(self.device), safe_tokens)
+            logits, values = self.model(
+                prompt_ids, prompt_lengths.to(self.device), safe_tokens[:, : max(t - 1, 0)]
+            )
         logits = self._mask(logits[:, :t])
         log_probs_all = torch.log_softmax(logits, dim=-1)
         log_probs = log_probs_all.gather(-1, safe_tokens[..., None]).squeeze(-1)

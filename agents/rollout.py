@@ -1,8 +1,8 @@
-"""Batched, KV-cached rollouts over :class:`TextGenVectorEnv`, stored as trajectories (not observations)."""
+"""Batched, KV-cached rollouts over :class:`TextGenVectorEnv`, stored as packed trajectories (not observations)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -10,14 +10,18 @@ from agents.policy import TransformerPolicy
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 
-@dataclass
-class Trajectories:
-    """N episodes, one row each, all ``[N, T]`` unless noted (T = the longest episode of the rollout).
+def smallest_int_dtype(max_value: int) -> torch.dtype:
+    """The narrowest integer dtype holding ``0 .. max_value`` exactly (storage only; unpacked to int32/64)."""
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if max_value <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
 
-    ``prompts`` ``[N, P]`` (int32); ``tokens`` (int32): the actions (eos included when an episode ended with it), pad after;
-    ``lengths`` ``[N]``: actions per episode; ``log_probs``: log pi_old(a_t | s_t); ``values``: V_old(s_t);
-    ``rewards``: what the env paid at each step; ``mask``: bool, True for t < length.
-    """
+
+@dataclass
+class PaddedTrajectories:
+    """The ``[N, T]`` working layout of :class:`Trajectories` (T = the longest episode), built once per
+    update: what the losses index. Fields as the properties of :class:`Trajectories` of the same names."""
 
     prompts: torch.Tensor
     tokens: torch.Tensor
@@ -27,29 +31,214 @@ class Trajectories:
     rewards: torch.Tensor
     mask: torch.Tensor
 
+
+@dataclass
+class Trajectories:
+    """N episodes stored packed: the per-step arrays concatenate episode 0's steps, then episode 1's, ...
+    (no padding), and each episode's prompt is the row ``example_index[i]`` of ``prompt_table``.
+
+    Read as padded tensors through the properties (each call unpacks, so bind the result, or use
+    :meth:`unpack` for all at once): ``prompts`` ``[N, P]`` int32; ``tokens`` ``[N, T]`` int32 (the actions,
+    eos included when an episode ended with it, pad after); ``lengths`` ``[N]`` int64; ``log_probs``:
+    log pi_old(a_t | s_t); ``values``: V_old(s_t); ``rewards``: what the env paid at each step; ``mask``:
+    bool, True for t < length. T is the longest episode.
+
+    Storage (what :attr:`nbytes` counts): the step arrays (ids in the narrowest integer type of the
+    vocabulary, log-probs and values float32), the rewards (float32 per step, or per episode when every
+    reward came at an episode's last step, as with sequence-level rewards: the zeros before are implied,
+    so both layouts are exact), the lengths and the example indices. ``prompt_table`` is the env split's
+    encoded prompts, which the env keeps anyway and every rollout shares; it is counted only when the
+    trajectories own it (``owns_prompt_table``, e.g. built by :meth:`from_padded` from raw prompts).
+    """
+
+    prompt_table: torch.Tensor  # [E, P] right-padded prompt ids
+    example_index: torch.Tensor  # [N] row of prompt_table of each episode
+    step_lengths: torch.Tensor  # [N] actions per episode (narrow int)
+    step_tokens: torch.Tensor  # [S] actions (narrow int), S = sum of lengths
+    step_log_probs: torch.Tensor  # [S] float32
+    step_values: torch.Tensor  # [S] float32
+    step_rewards: torch.Tensor  # [S] float32, or [N] (each episode's last reward) when terminal_rewards
+    terminal_rewards: bool
+    width: int  # T: the longest episode
+    pad_id: int
+    owns_prompt_table: bool = False
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_padded(
+        cls,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        log_probs: torch.Tensor,
+        values: torch.Tensor,
+        rewards: torch.Tensor,
+        pad_id: int,
+        prompts: torch.Tensor | None = None,
+        prompt_table: torch.Tensor | None = None,
+        example_index: torch.Tensor | None = None,
+        vocab_size: int | None = None,
+    ) -> Trajectories:
+        """Pack ``[N, T]`` episodes. Prompts either as ``prompts [N, P]`` (copied and owned) or as rows
+        ``example_index [N]`` of a shared ``prompt_table [E, P]``. ``vocab_size`` lets ids be stored in
+        fewer bytes (default: int32). Entries at or beyond each row's length are ignored."""
+        if (prompts is None) == (prompt_table is None or example_index is None):
+            raise ValueError("give either prompts or both prompt_table and example_index")
+        n = lengths.shape[0]
+        dev = tokens.device
+        owns = prompts is not None
+        if owns:
+            prompt_table, example_index = prompts.int().clone(), torch.arange(n, device=dev)
+        width = int(lengths.max()) if n else 0
+        tokens, log_probs, values, rewards = (x[:, :width] for x in (tokens, log_probs, values, rewards))
+        mask = torch.arange(width, device=dev)[None, :] < lengths.to(dev)[:, None]
+        token_dtype = torch.int32 if vocab_size is None else smallest_int_dtype(vocab_size - 1)
+        step_rewards, terminal = _pack_rewards(rewards.float(), lengths.to(dev), mask)
+        return cls(
+            prompt_table=prompt_table,
+            example_index=example_index.to(dev, smallest_int_dtype(max(prompt_table.shape[0] - 1, 0))),
+            step_lengths=lengths.to(dev, smallest_int_dtype(width)),
+            step_tokens=tokens[mask].to(token_dtype),
+            step_log_probs=log_probs[mask].float(),
+            step_values=values[mask].float(),
+            step_rewards=step_rewards,
+            terminal_rewards=terminal,
+            width=width,
+            pad_id=int(pad_id),
+            owns_prompt_table=owns,
+        )
+
+    # ------------------------------------------------------------------ sizes
+
     @property
     def num_steps(self) -> int:
         """Environment steps (actions) these episodes took."""
-        return int(self.lengths.sum())
+        return self.step_tokens.numel()
+
+    @property
+    def num_episodes(self) -> int:
+        return self.step_lengths.shape[0]
 
     @property
     def nbytes(self) -> int:
-        """Bytes of storage: what the rollout costs in memory."""
-        return sum(getattr(self, f.name).element_size() * getattr(self, f.name).numel() for f in fields(self))
+        """Bytes of storage: what the rollout keeps in memory (see the class doc for what is counted)."""
+        tensors = [
+            self.example_index,
+            self.step_lengths,
+            self.step_tokens,
+            self.step_log_probs,
+            self.step_values,
+            self.step_rewards,
+        ]
+        if self.owns_prompt_table:
+            tensors.append(self.prompt_table)
+        return sum(t.element_size() * t.numel() for t in tensors)
+
+    # ------------------------------------------------------------------ padded views
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.step_lengths.long()
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return torch.arange(self.width, device=self.step_lengths.device)[None, :] < self.lengths[:, None]
+
+    @property
+    def prompts(self) -> torch.Tensor:
+        return self.prompt_table[self.example_index.long()].int()
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self._unpack(self.step_tokens, self.mask, self.pad_id).int()
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        return self._unpack(self.step_log_probs, self.mask)
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._unpack(self.step_values, self.mask)
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return self._rewards(self.mask)
+
+    def unpack(self) -> PaddedTrajectories:
+        """All the padded views at once (one mask)."""
+        mask = self.mask
+        return PaddedTrajectories(
+            prompts=self.prompts,
+            tokens=self._unpack(self.step_tokens, mask, self.pad_id).int(),
+            lengths=self.lengths,
+            log_probs=self._unpack(self.step_log_probs, mask),
+            values=self._unpack(self.step_values, mask),
+            rewards=self._rewards(mask),
+            mask=mask,
+        )
+
+    def _unpack(self, packed: torch.Tensor, mask: torch.Tensor, fill: int = 0) -> torch.Tensor:
+        # masked_scatter fills the True positions in row-major order: the order tensor[mask] packed them in.
+        return torch.full(mask.shape, fill, dtype=packed.dtype, device=packed.device).masked_scatter(
+            mask, packed
+        )
+
+    def _rewards(self, mask: torch.Tensor) -> torch.Tensor:
+        if not self.terminal_rewards:
+            return self._unpack(self.step_rewards, mask)
+        out = torch.zeros(mask.shape, dtype=self.step_rewards.dtype, device=self.step_rewards.device)
+        return out.scatter_(1, (self.lengths - 1).clamp(min=0)[:, None], self.step_rewards[:, None])
+
+    # ------------------------------------------------------------------ derived trajectories
 
     def episode_returns(self) -> torch.Tensor:
         """``[N]`` total env reward of each episode."""
-        return self.rewards.sum(1)
+        return self.step_rewards.clone() if self.terminal_rewards else self.rewards.sum(1)
 
     def with_rewards(self, rewards: torch.Tensor) -> Trajectories:
         """A copy whose per-step rewards are ``rewards`` (``[N, T]``, the layout of :attr:`rewards`), e.g. a
-        learned reward re-scored after the rollout (inverse RL)."""
-        if rewards.shape != self.rewards.shape:
-            raise ValueError(f"rewards must have shape {tuple(self.rewards.shape)}, got {tuple(rewards.shape)}")
-        return replace(self, rewards=rewards.to(self.rewards.device, self.rewards.dtype) * self.mask)
+        learned reward re-scored after the rollout (inverse RL). Entries beyond each episode are ignored."""
+        expected = (self.num_episodes, self.width)
+        if tuple(rewards.shape) != expected:
+            raise ValueError(f"rewards must have shape {expected}, got {tuple(rewards.shape)}")
+        mask = self.mask
+        rewards = rewards.to(self.step_values.device, torch.float32)
+        step_rewards, terminal = _pack_rewards(rewards, self.lengths, mask)
+        return replace(self, step_rewards=step_rewards, terminal_rewards=terminal)
 
     def index(self, rows: torch.Tensor) -> Trajectories:
-        return Trajectories(*(getattr(self, f.name)[rows] for f in fields(self)))
+        """The episodes ``rows`` (int indices), packed."""
+        rows = torch.as_tensor(rows, device=self.step_lengths.device).long()
+        lengths = self.lengths
+        starts = torch.cumsum(lengths, 0) - lengths
+        width = int(lengths[rows].max()) if rows.numel() else 0
+        cols = torch.arange(width, device=lengths.device)
+        keep = cols[None, :] < lengths[rows][:, None]
+        steps = (starts[rows][:, None] + cols[None, :])[keep]  # the selected episodes' steps, in order
+        terminal = self.terminal_rewards
+        return replace(
+            self,
+            example_index=self.example_index[rows],
+            step_lengths=self.step_lengths[rows],
+            step_tokens=self.step_tokens[steps],
+            step_log_probs=self.step_log_probs[steps],
+            step_values=self.step_values[steps],
+            step_rewards=self.step_rewards[rows] if terminal else self.step_rewards[steps],
+            width=width,
+        )
+
+
+def _pack_rewards(
+    rewards: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """``(packed, terminal)``: each episode's last reward ``[N]`` when every earlier reward is 0 (exact:
+    the zeros are implied), else every step's ``[S]``. One host sync per rollout."""
+    last = (lengths - 1).clamp(min=0)[:, None]
+    final = rewards.gather(1, last).squeeze(1)
+    earlier = mask & (torch.arange(rewards.shape[1], device=rewards.device)[None, :] < last)
+    if not bool((rewards.masked_fill(~earlier, 0.0) != 0).any()):
+        return final.contiguous(), True
+    return rewards[mask], False
 
 
 @torch.no_grad()
@@ -61,9 +250,12 @@ def collect_trajectories(
 ) -> Trajectories:
     """Play one episode in each of the ``venv.num_envs`` envs, all in lock-step, sampling from ``policy``.
 
-    The prompts are read once into a KV cache; each step is one cached forward for all rows, one sampled
-    token per row and one batched ``venv.step``. Rows that have ended keep receiving eos (their results
-    are ignored) until every row has ended, so the cache stays aligned.
+    The prompts are read once into a KV cache; each step is one cached forward, one sampled token per row
+    and one batched ``venv.step_tensors``. Rows that have ended keep stepping their env (their results are
+    ignored) with an invalid action: like eos it ends the autoreset episode at once, so the env starts the
+    same episodes later, but it is not scored (no reward computation for padding). Whenever at most half
+    the rows the cache holds are still playing, the cache drops the ended ones, so late steps cost what the
+    remaining rows cost; the samples are those the full batch would have drawn.
 
     :param venv: a ``TextGenVectorEnv`` with ``output="torch"`` on the policy's device.
     :param generator: the sampling generator (on the policy's device).
@@ -71,42 +263,53 @@ def collect_trajectories(
     """
     obs, _ = venv.reset(options=reset_options)
     prompts = obs["prompt_ids"].long()
+    # Which split row each env plays: the prompt is stored as that index into the env's prompt table.
+    example_index = venv.example_index.clone()
     n, width = prompts.shape[0], venv.setup.max_new_tokens
     dev = policy.device
-    eos = policy.tokenizer.eos_id
-    tokens = torch.full((n, width), policy.tokenizer.pad_id, dtype=torch.long, device=dev)
+    tok = policy.tokenizer
+    ended_action = (tok.invalid_action_ids or (tok.eos_id,))[0]
+    tokens = torch.full((n, width), tok.pad_id, dtype=torch.long, device=dev)
     log_probs = torch.zeros(n, width, device=dev)
     values = torch.zeros(n, width, device=dev)
     rewards = torch.zeros(n, width, device=dev)
     active = torch.ones(n, dtype=torch.bool, device=dev)
     lengths = torch.zeros(n, dtype=torch.long, device=dev)
+    live = torch.arange(n, device=dev)  # the rows the KV cache holds, in its order
     was_training = policy.training
     policy.eval()
     logits, state = policy.start(prompts)
     for t in range(width):
-        log_p = torch.log_softmax(logits, dim=-1)
+        log_p, step_values = torch.log_softmax(logits, dim=-1), state.values
+        if live.shape[0] < n:
+            # Sample all n rows as if none had been dropped: multinomial draws a row's random numbers
+            # whatever the other rows hold, so the playing rows get the samples they would have got.
+            log_p = torch.zeros(n, log_p.shape[1], device=dev).index_copy_(0, live, log_p)
+            step_values = torch.zeros(n, device=dev).index_copy_(0, live, step_values)
         action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1)
-        action = torch.where(active, action, eos)
         tokens[:, t] = torch.where(active, action, tokens[:, t])
         log_probs[:, t] = torch.where(active, log_p.gather(1, action[:, None]).squeeze(1), 0.0)
-        values[:, t] = torch.where(active, state.values, 0.0)
-        _, reward, terminated, truncated, _ = venv.step(action)
+        values[:, t] = torch.where(active, step_values, 0.0)
+        reward, terminated, truncated = venv.step_tensors(torch.where(active, action, ended_action))
         rewards[:, t] = torch.where(active, reward.to(dev, torch.float32), 0.0)
         lengths += active.long()
         active &= ~(terminated | truncated).to(dev)
-        if not bool(active.any()):
+        playing = int(active.sum())  # the one host read per step
+        if playing == 0:
             break
-        logits, state = policy.step(state, action)
+        if playing <= live.shape[0] // 2:
+            keep = active[live].nonzero().squeeze(1)
+            state, live = policy.reorder(state, keep), live[keep]
+        logits, state = policy.step(state, action[live])
     policy.train(was_training)
-    # Keep only the columns some episode used, and ids as int32: storage is per step actually taken.
-    used = int(lengths.max())
-    mask = torch.arange(used, device=dev)[None, :] < lengths[:, None]
-    return Trajectories(
-        prompts.int(),
-        tokens[:, :used].int(),
+    return Trajectories.from_padded(
+        tokens,
         lengths,
-        log_probs[:, :used],
-        values[:, :used],
-        rewards[:, :used],
-        mask,
+        log_probs,
+        values,
+        rewards,
+        pad_id=policy.tokenizer.pad_id,
+        prompt_table=venv.setup.tensors["prompts"],
+        example_index=example_index,
+        vocab_size=policy.tokenizer.vocab_size,
     )

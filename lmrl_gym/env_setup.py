@@ -190,7 +190,9 @@ class EnvSetup:
             if strict_prompt_length:
                 raise ValueError(message + " (strict_prompt_length=True)")
             warnings.warn(message + "; they keep their first max_prompt_tokens tokens", stacklevel=3)
-        self.reward: Reward = make_reward(reward, reward_model).bind(RewardContext(self.task, self.tokenizer, self.device))
+        self.reward: Reward = make_reward(reward, reward_model).bind(
+            RewardContext(self.task, self.tokenizer, self.device)
+        )
         self.pipeline = RewardPipeline(self.reward, shaping=self.shaping)
         self.kwargs.update(
             reward=self.reward, max_new_tokens=self.max_new_tokens, max_prompt_tokens=self.max_prompt_tokens

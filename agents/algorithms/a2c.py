@@ -27,24 +27,24 @@ class A2C(TextRLAlgorithm):
         self.gae_lambda = gae_lambda
 
     def train(self, traj: Trajectories) -> dict[str, float]:
-        rewards, kl = self.penalised_rewards(traj)
-        mask = traj.mask.float()
-        advantages, returns = generalized_advantages(rewards, traj.values, mask, self.gamma, self.gae_lambda)
+        batch = traj.unpack()
+        rewards, kl = self.penalised_rewards(batch)
+        mask = batch.mask.float()
+        advantages, returns = generalized_advantages(rewards, batch.values, mask, self.gamma, self.gae_lambda)
 
         self.policy.train()
-        scores = self.policy.evaluate_sequences(traj.prompts, traj.tokens, traj.lengths)
+        scores = self.evaluate_rollout(batch)
         policy_loss = -masked_mean(scores.log_probs * advantages, mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)
         entropy = masked_mean(scores.entropy, mask)
         loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
-        self._check_finite(policy_loss=policy_loss, value_loss=value_loss, loss=loss)
-        grad_norm = self._gradient_step(loss)
+        grad_norm = self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
         self.kl.update(float(kl.sum(1).mean()))
         return {
             "policy_loss": policy_loss.item(),
             "value_loss": value_loss.item(),
             "entropy": entropy.item(),
             "kl": float(kl.sum(1).mean()),
-            "explained_variance": explained_variance(traj.values, returns, traj.mask),
-            "grad_norm": grad_norm,
+            "explained_variance": explained_variance(batch.values, returns, batch.mask),
+            "grad_norm": float(grad_norm),
         }

@@ -14,7 +14,8 @@ from agents.rollout import Trajectories
 class PPO(TextRLAlgorithm):
     """Clipped surrogate objective, GAE, several epochs of minibatches of episodes.
 
-    Each minibatch is scored by one teacher-forced forward pass over its episodes.
+    Each minibatch is scored by teacher-forced forward passes over its episodes (one, or up to three over
+    groups of similar length where that saves padding: :meth:`TextRLAlgorithm.evaluate_episodes`).
 
     :param n_epochs: passes over each rollout.
     :param batch_size: episodes per minibatch.
@@ -60,29 +61,38 @@ class PPO(TextRLAlgorithm):
         self.target_kl = target_kl
 
     def train(self, traj: Trajectories) -> dict[str, float]:
-        rewards, kl = self.penalised_rewards(traj)
-        mask_all = traj.mask.float()
+        batch = traj.unpack()
+        rewards, kl = self.penalised_rewards(batch)
+        mask_all = batch.mask.float()
         advantages_all, returns_all = generalized_advantages(
-            rewards, traj.values, mask_all, self.gamma, self.gae_lambda
+            rewards, batch.values, mask_all, self.gamma, self.gae_lambda
         )
+        prompt_lengths = self.policy.prompt_lengths(batch.prompts)
+        n = batch.lengths.shape[0]
         self.policy.train()
-        log: dict[str, list[float]] = {
-            k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl")
-        }
+        logged: list[torch.Tensor] = []
         stopped = False
         for _ in range(self.n_epochs):
-            order = torch.randperm(len(traj.lengths), generator=self.generator, device=self.device)
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch, mask = traj.index(rows), mask_all[rows]
-                advantages, returns = advantages_all[rows], returns_all[rows]
-                if self.normalize_advantage and mask.sum() > 1:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+            # The episodes' lengths in this epoch's order, read in one host sync per epoch: they decide how
+            # each minibatch is scored without padding columns (see evaluate_episodes).
+            lengths = batch.lengths[order].cpu().numpy()
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                scores, rows = self.evaluate_episodes(
+                    batch, order[start:stop], lengths[start:stop], prompt_lengths
+                )
+                width = scores.log_probs.shape[1]
+                mask = mask_all[rows, :width]
+                advantages, returns = advantages_all[rows, :width], returns_all[rows, :width]
+                if self.normalize_advantage:
                     mean = masked_mean(advantages, mask)
                     std = masked_mean((advantages - mean) ** 2, mask).sqrt()
-                    advantages = (advantages - mean) / (std + 1e-8) * mask
+                    # Only with more than one step (a lone step has no spread); chosen on device, no host read.
+                    normalized = (advantages - mean) / (std + 1e-8) * mask
+                    advantages = torch.where(mask.sum() > 1, normalized, advantages)
 
-                scores = self.policy.evaluate_sequences(batch.prompts, batch.tokens, batch.lengths)
-                log_ratio = (scores.log_probs - batch.log_probs) * mask
+                log_ratio = (scores.log_probs - batch.log_probs[rows, :width]) * mask
                 ratio = log_ratio.exp()
                 surrogate = torch.minimum(
                     ratio * advantages, ratio.clamp(1 - self.clip_range, 1 + self.clip_range) * advantages
@@ -91,28 +101,27 @@ class PPO(TextRLAlgorithm):
                 value_loss = masked_mean((scores.values - returns) ** 2, mask)
                 entropy = masked_mean(scores.entropy, mask)
                 loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
-                self._check_finite(policy_loss=policy_loss, value_loss=value_loss, loss=loss)
-                self._gradient_step(loss)
+                self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
 
                 with torch.no_grad():
                     approx_kl = masked_mean(ratio - 1 - log_ratio, mask)  # Schulman's k3 estimator
                     clip_fraction = masked_mean(((ratio - 1).abs() > self.clip_range).float(), mask)
-                for key, value in (
-                    ("policy_loss", policy_loss),
-                    ("value_loss", value_loss),
-                    ("entropy", entropy),
-                    ("clip_fraction", clip_fraction),
-                    ("approx_kl", approx_kl),
-                ):
-                    log[key].append(value.item())
+                    # Kept on device and read once after the epochs (a read per value would be 5 syncs here).
+                    logged.append(
+                        torch.stack([policy_loss, value_loss, entropy, clip_fraction, approx_kl]).detach()
+                    )
                 if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
                     stopped = True
                     break
             if stopped:
                 break
-        self.kl.update(float(kl.sum(1).mean()))
-        stats = {k: sum(v) / len(v) for k, v in log.items()}
-        stats["kl"] = float(kl.sum(1).mean())
-        stats["explained_variance"] = explained_variance(traj.values, returns_all, traj.mask)
+        episode_kl = float(kl.sum(1).mean())
+        self.kl.update(episode_kl)
+        means = torch.stack(logged).double().mean(0).tolist()
+        stats = dict(
+            zip(("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl"), means, strict=True)
+        )
+        stats["kl"] = episode_kl
+        stats["explained_variance"] = explained_variance(batch.values, returns_all, batch.mask)
         stats["early_stopped"] = float(stopped)
         return stats

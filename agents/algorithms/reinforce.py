@@ -56,8 +56,9 @@ class REINFORCE(TextRLAlgorithm):
         return {"index": np.repeat(prompts, self.samples_per_prompt)}
 
     def train(self, traj: Trajectories) -> dict[str, float]:
-        rewards, kl = self.penalised_rewards(traj)
-        mask = traj.mask.float()
+        batch = traj.unpack()
+        rewards, kl = self.penalised_rewards(batch)
+        mask = batch.mask.float()
         returns = returns_to_go(rewards, mask, self.gamma)  # G_t
         if self.baseline == "none":
             baseline = torch.zeros_like(returns)
@@ -67,7 +68,7 @@ class REINFORCE(TextRLAlgorithm):
                 float(masked_mean(returns, mask)) - self.running_mean
             )
         elif self.baseline == "value":
-            baseline = traj.values
+            baseline = batch.values
         else:  # leave one out: the other samples of the same prompt, on the whole-episode return
             total = returns[:, 0].view(-1, self.samples_per_prompt)
             others = (total.sum(1, keepdim=True) - total) / (self.samples_per_prompt - 1)
@@ -75,20 +76,19 @@ class REINFORCE(TextRLAlgorithm):
         advantages = (returns - baseline) * mask
 
         self.policy.train()
-        scores = self.policy.evaluate_sequences(traj.prompts, traj.tokens, traj.lengths)
+        scores = self.evaluate_rollout(batch)
         policy_loss = -masked_mean(scores.log_probs * advantages.detach(), mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)
         entropy = masked_mean(scores.entropy, mask)
         loss = policy_loss - self.ent_coef * entropy
         if self.baseline == "value":
             loss = loss + self.vf_coef * value_loss
-        self._check_finite(policy_loss=policy_loss, value_loss=value_loss, loss=loss)
-        grad_norm = self._gradient_step(loss)
+        grad_norm = self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
         self.kl.update(float(kl.sum(1).mean()))
         return {
             "policy_loss": policy_loss.item(),
             "value_loss": value_loss.item(),
             "entropy": entropy.item(),
             "kl": float(kl.sum(1).mean()),
-            "grad_norm": grad_norm,
+            "grad_norm": float(grad_norm),
         }
