@@ -304,7 +304,7 @@ def test_irl_recovers_the_oracle_and_ppo_on_the_learned_reward_lowers_oracle_nll
     )
     print("\n" + "\n".join(f"{k}: {v:.4f}" for k, v in result.items()))
     assert abs(result["spearman_untrained"]) < 0.3
-    assert result["spearman"] >= 0.7  # measured 0.883 (seed 0), 0.870 (seed 1); the issue asks >= 0.6
-    assert result["auc"] >= 0.92  # measured 0.994 (seed 0), 0.989 (seed 1); the issue asks >= 0.9
-    assert result["nll_after"] < 0.5 * result["nll_before"]  # measured 126 -> 2.6 nats
+    assert result["spearman"] >= 0.7  # measured 0.889 / 0.887 / 0.875 (seeds 0-2); the issue asks >= 0.6
+    assert result["auc"] >= 0.92  # measured 0.997 / 0.994 / 0.992 (seeds 0-2); the issue asks >= 0.9
+    assert result["nll_after"] < 0.5 * result["nll_before"]  # measured 126 -> 7.0 nats (seed 0)
     assert result["p_value"] < 0.01
