@@ -12,14 +12,15 @@ from agents.rollout import Trajectories
 class A2C(TextRLAlgorithm):
     """``loss = -E[log pi(a_t|s_t) A_t] + vf_coef E[(V(s_t) - R_t)^2] - ent_coef H``, one step per rollout.
 
-    Advantages are GAE(``gae_lambda``) on the critic's values (lambda = 1: Monte-Carlo returns minus V).
+    Advantages are GAE(``gae_lambda``) on the critic's values. The default 0.95 bootstraps from the critic;
+    lambda = 1 gives Monte-Carlo returns minus V, i.e. REINFORCE with a value baseline.
     Other parameters: :class:`TextRLAlgorithm`.
     """
 
     _hyperparameters = ("gae_lambda",)
 
     def __init__(
-        self, policy: Any, env: Any, gae_lambda: float = 1.0, learning_rate: float = 3e-4, **kwargs: Any
+        self, policy: Any, env: Any, gae_lambda: float = 0.95, learning_rate: float = 3e-4, **kwargs: Any
     ) -> None:
         if not 0 <= gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
