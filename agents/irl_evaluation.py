@@ -175,14 +175,17 @@ def oracle_irl_experiment(
     seed: int = 0,
     loss: str = "maxent",
     env_id: str = "TextGen-Oracle-v0",
-) -> dict[str, float]:
+    fresh_policy_update: str = "ppo",
+) -> dict[str, float | str]:
     """The inverse-RL check on an oracle task, end to end, as the README reports it.
 
     1. IRL (``agents.IRL``, demonstrations = the task's training texts) for ``irl_timesteps``; the learned
        reward is judged on held-out probes (:func:`reward_quality`) before and after, and saved to
        ``folder/reward_model.pt``.
-    2. A *fresh* policy is trained by plain PPO on ``gym.make(env_id, reward="learned",
-       reward_model=...)``, the frozen learned reward being its only signal, for ``ppo_timesteps``.
+    2. A *fresh* policy is trained for ``ppo_timesteps`` with the frozen learned reward as its only signal:
+       ``fresh_policy_update="ppo"``: plain PPO on ``gym.make(env_id, reward="learned", reward_model=...)``
+       (maximises R: mode-seeking); ``"soft"``: the entropy-regularised PPO update IRL itself uses
+       (``IRL(..., reward_model=frozen).learn(n, train_reward=False)``, optimum ``exp(R)``).
     3. The oracle NLL of ``n_samples`` sampled continuations of test prompts, before vs after PPO, with a
        one-sided permutation test (10,000 permutations).
     """
@@ -190,6 +193,7 @@ def oracle_irl_experiment(
 
     from agents.algorithms import PPO
     from agents.irl import IRL
+    from lmrl_gym.rewards import RewardNetwork
 
     env = gym.make(env_id)
     task = env.unwrapped.task
@@ -208,19 +212,36 @@ def oracle_irl_experiment(
     learned = reward_quality(irl.score, task)
     reward_path, _ = irl.save(folder)
 
-    learned_env = gym.make(env_id, reward="learned", reward_model=reward_path)
+    if fresh_policy_update not in ("ppo", "soft"):
+        raise ValueError(f"fresh_policy_update must be 'ppo' or 'soft', got {fresh_policy_update!r}")
     torch.manual_seed(seed)
-    ppo = PPO(
-        "TransformerPolicy",
-        learned_env,
-        learning_rate=3e-4,
-        seed=seed,
-        device="cpu",
-        policy_kwargs={"n_layer": 2, "n_embd": 64},
-    )
-    before = oracle_nll_of_samples(ppo.policy, task, n_samples, seed=seed + 1)
-    ppo.learn(ppo_timesteps)
-    after = oracle_nll_of_samples(ppo.policy, task, n_samples, seed=seed + 2)
+    policy_kwargs = {"n_layer": 2, "n_embd": 64}
+    if fresh_policy_update == "ppo":
+        learned_env = gym.make(env_id, reward="learned", reward_model=reward_path)
+        fresh = PPO(
+            "TransformerPolicy",
+            learned_env,
+            learning_rate=3e-4,
+            seed=seed,
+            device="cpu",
+            policy_kwargs=policy_kwargs,
+        )
+    else:
+        frozen = RewardNetwork.load(reward_path)
+        fresh = IRL(
+            "TransformerPolicy",
+            env,
+            reward_model=frozen,
+            seed=seed,
+            device="cpu",
+            policy_kwargs=policy_kwargs,
+        )
+    before = oracle_nll_of_samples(fresh.policy, task, n_samples, seed=seed + 1)
+    if fresh_policy_update == "ppo":
+        fresh.learn(ppo_timesteps)
+    else:
+        fresh.learn(ppo_timesteps, train_reward=False)
+    after = oracle_nll_of_samples(fresh.policy, task, n_samples, seed=seed + 2)
     examples = task.examples("test")[:n_samples]
     expert = -task.log_prob([e.prompt for e in examples], [e.references[0] for e in examples])
     return {
@@ -235,6 +256,7 @@ def oracle_irl_experiment(
         "nll_after": float(after.mean()),
         "nll_test_references": float(expert.mean()),
         "p_value": permutation_test(before, after, np.random.default_rng(seed)),
+        "update": "PPO" if fresh_policy_update == "ppo" else "entropy-regularised PPO",
     }
 
 
@@ -249,7 +271,7 @@ def format_oracle_irl(result: dict[str, float]) -> str:
             f"| AUC oracle vs random of the same lengths (oracle itself: {result['auc_matched_oracle']:.3f}) "
             f"| {result['auc_matched_untrained']:.3f} | {result['auc_matched']:.3f} |",
             "",
-            "| fresh policy, PPO on the frozen learned reward | oracle NLL of samples (nats) |",
+            f"| fresh policy, {result.get('update', 'PPO')} on the frozen learned reward | oracle NLL of samples (nats) |",
             "|---|---:|",
             f"| before PPO | {result['nll_before']:.1f} |",
             f"| after PPO | {result['nll_after']:.1f} |",

@@ -24,13 +24,25 @@ def main() -> None:
     parser.add_argument("--ppo-timesteps", type=int, default=30_000)
     parser.add_argument("--samples", type=int, default=500, help="sampled continuations per NLL estimate")
     parser.add_argument("--loss", default="maxent", choices=["maxent", "airl"])
+    parser.add_argument(
+        "--fresh-policy-update",
+        default="ppo",
+        choices=["ppo", "soft"],
+        help="ppo: plain PPO on gym.make(..., reward='learned'); soft: the entropy-regularised update IRL uses",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/irl_oracle")
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread is faster than two fighting over a small CPU
     started = time.perf_counter()
     result = oracle_irl_experiment(
-        args.out, args.irl_timesteps, args.ppo_timesteps, args.samples, args.seed, loss=args.loss
+        args.out,
+        args.irl_timesteps,
+        args.ppo_timesteps,
+        args.samples,
+        args.seed,
+        loss=args.loss,
+        fresh_policy_update=args.fresh_policy_update,
     )
     print(format_oracle_irl(result))
     print(f"\n{time.perf_counter() - started:.0f}s; reward model and IRL policy in {args.out}")

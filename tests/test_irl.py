@@ -302,7 +302,9 @@ def test_irl_recovers_the_oracle_and_ppo_on_the_learned_reward_lowers_oracle_nll
     result = oracle_irl_experiment(
         tmp_path, irl_timesteps=60_000, ppo_timesteps=30_000, n_samples=300, seed=0
     )
-    print("\n" + "\n".join(f"{k}: {v:.4f}" for k, v in result.items()))
+    print(
+        "\n" + "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items())
+    )
     assert abs(result["spearman_untrained"]) < 0.3
     assert result["spearman"] >= 0.7  # measured 0.889 / 0.887 / 0.875 (seeds 0-2); the issue asks >= 0.6
     assert result["auc"] >= 0.92  # measured 0.997 / 0.994 / 0.992 (seeds 0-2); the issue asks >= 0.9
