@@ -19,13 +19,7 @@ SMALL_COPY = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3
 TINY = {"policy_kwargs": {"n_layer": 1, "n_embd": 32}, "n_envs": 8, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine run slower, not faster, with two threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def copy_env():

@@ -3,19 +3,11 @@
 import json
 
 import pytest
-import torch
 
 from agents import cli
 from agents.benchmark_algorithms import FINETUNE_SETTINGS, SCRATCH_SETTINGS, main, mean_curve
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine run slower, not faster, with two threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_tiny_run_writes_the_table_the_records_and_the_curves(tmp_path, capsys):

@@ -30,14 +30,7 @@ T = 4
 PROMPTS = [[2], [3, 4], [4, 2, 3], [2, 2, 4, 3], [1, 4]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation, which on a busy 2-core machine
-    made this file 5x slower. Restored afterwards so other test files are unaffected."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TableModel:

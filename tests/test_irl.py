@@ -26,13 +26,7 @@ ENV_ID = "TextGen-Oracle-v0"
 SMALL = {"n_layer": 1, "n_embd": 32, "n_head": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: a second thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

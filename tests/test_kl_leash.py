@@ -36,14 +36,7 @@ from agents import pretrain
 from agents.algorithms import PPO
 from lmrl_gym.rewards import Reward
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine run slower, not faster, with two threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

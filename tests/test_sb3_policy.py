@@ -40,15 +40,6 @@ def ragged_observations(env: gym.Env, rows: int = 12, seed: int = 0) -> dict[str
     return {"prompt_ids": prompts.astype(np.int32), "prefix_ids": prefixes}
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_import_registers_the_policy_alias():
     assert PPO.policy_aliases["TransformerPolicy"] is TransformerActorCriticPolicy
     assert A2C.policy_aliases["TransformerPolicy"] is TransformerActorCriticPolicy
