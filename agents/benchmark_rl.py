@@ -4,8 +4,12 @@
 
 Both train the same-size transformer policy (``agents.sb3`` for SB3) on the same env with the same
 number of env steps, 4 epochs and comparable minibatches. Reported: env steps (tokens) per second of
-``learn`` (rollout + update) and the bytes each keeps for one rollout of the same steps (our trajectories
-vs SB3's ``DictRolloutBuffer``).
+``learn`` (rollout + update), the bytes each keeps for one rollout of the same steps (our trajectories
+vs SB3's ``DictRolloutBuffer``), and the floating-point operations each spends per env step (one more,
+untimed ``learn`` of each under ``torch.utils.flop_counter.FlopCounterMode``, which counts the matrix
+products and attention of the forward and backward passes). Both spend nearly all their time in the
+transformer, so the ratio of FLOPs per step is about the speed ratio one can reach at equal FLOP/s: where
+the speed ratio falls short, that column says whether doing less work or doing it faster is the way on.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO as SB3PPO
+from torch.utils.flop_counter import FlopCounterMode
 
 import lmrl_gym  # noqa: F401
 from agents.algorithms import PPO
@@ -87,8 +92,14 @@ def run(
             times.append(time.perf_counter() - start)
         return statistics.median(times), model
 
+    def flops_per_step(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            model = fn()
+        return counter.get_total_flops() / model.num_timesteps
+
     ours_s, ours_model = timed(ours)
     theirs_s, theirs_model = timed(theirs)
+    ours_flops, theirs_flops = flops_per_step(ours), flops_per_step(theirs)
     traj = ours_model.collect_rollout()
     ours_bytes_per_step = traj.nbytes / traj.num_steps
     sb3_steps = theirs_model.rollout_buffer.buffer_size * n_envs
@@ -100,6 +111,11 @@ def run(
         "ours_bytes_per_step": ours_bytes_per_step,
         "sb3_bytes_per_step": sb3_bytes_per_step,
         "storage_ratio": ours_bytes_per_step / sb3_bytes_per_step,
+        "ours_flops_per_step": ours_flops,
+        "sb3_flops_per_step": theirs_flops,
+        "flops_ratio": theirs_flops / ours_flops,
+        "ours_gflops_per_s": ours_flops * ours_model.num_timesteps / ours_s / 1e9,
+        "sb3_gflops_per_s": theirs_flops * theirs_model.num_timesteps / theirs_s / 1e9,
     }
 
 
@@ -134,6 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"| rollout storage, bytes per env step | {r['ours_bytes_per_step']:,.0f} | {r['sb3_bytes_per_step']:,.0f} | "
         f"{r['storage_ratio']:.3f} |"
+    )
+    print(
+        f"| FLOPs per env step (matmul + attention, forward + backward) | {r['ours_flops_per_step'] / 1e6:,.1f} M | "
+        f"{r['sb3_flops_per_step'] / 1e6:,.1f} M | SB3 does {r['flops_ratio']:.1f}x the work |"
+    )
+    print(
+        f"| GFLOP/s achieved | {r['ours_gflops_per_s']:,.1f} | {r['sb3_gflops_per_s']:,.1f} | "
+        f"{r['ours_gflops_per_s'] / r['sb3_gflops_per_s']:.2f}x |"
     )
 
 

@@ -9,6 +9,13 @@ import torch
 from agents.policy import TransformerPolicy
 from lmrl_gym.vector_env import TextGenVectorEnv
 
+# Values are stored in bfloat16 (half the bytes; same range as float32, 8 significant bits: relative error at
+# most 2**-8). A baseline may be any function of the state, so a rounded V_old keeps the policy gradient
+# unbiased; it also enters the GAE bootstrap and the value target (returns = advantages + V_old), where the
+# rounding is noise far below that of the sampled returns. Log-probs stay float32: they set the PPO ratio,
+# whose clip range is 0.2, and bfloat16 would move log-probs of -5 by up to 0.02.
+VALUE_STORAGE_DTYPE = torch.bfloat16
+
 
 def smallest_int_dtype(max_value: int) -> torch.dtype:
     """The narrowest integer dtype holding ``0 .. max_value`` exactly (storage only; unpacked to int32/64)."""
@@ -44,9 +51,10 @@ class Trajectories:
     bool, True for t < length. T is the longest episode.
 
     Storage (what :attr:`nbytes` counts): the step arrays (ids in the narrowest integer type of the
-    vocabulary, log-probs and values float32), the rewards (float32 per step, or per episode when every
-    reward came at an episode's last step, as with sequence-level rewards: the zeros before are implied,
-    so both layouts are exact), the lengths and the example indices. ``prompt_table`` is the env split's
+    vocabulary, log-probs float32, values bfloat16, see ``VALUE_STORAGE_DTYPE``, read back as float32), the
+    rewards (float32 per step, or per episode when every reward came at an episode's last step, as with
+    sequence-level rewards: the zeros before are implied, so both layouts are exact), the lengths and the
+    example indices. ``prompt_table`` is the env split's
     encoded prompts, which the env keeps anyway and every rollout shares; it is counted only when the
     trajectories own it (``owns_prompt_table``, e.g. built by :meth:`from_padded` from raw prompts).
     """
@@ -56,7 +64,7 @@ class Trajectories:
     step_lengths: torch.Tensor  # [N] actions per episode (narrow int)
     step_tokens: torch.Tensor  # [S] actions (narrow int), S = sum of lengths
     step_log_probs: torch.Tensor  # [S] float32
-    step_values: torch.Tensor  # [S] float32
+    step_values: torch.Tensor  # [S] bfloat16 (VALUE_STORAGE_DTYPE)
     step_rewards: torch.Tensor  # [S] float32, or [N] (each episode's last reward) when terminal_rewards
     terminal_rewards: bool
     width: int  # T: the longest episode
@@ -100,7 +108,7 @@ class Trajectories:
             step_lengths=lengths.to(dev, smallest_int_dtype(width)),
             step_tokens=tokens[mask].to(token_dtype),
             step_log_probs=log_probs[mask].float(),
-            step_values=values[mask].float(),
+            step_values=values[mask].to(VALUE_STORAGE_DTYPE),
             step_rewards=step_rewards,
             terminal_rewards=terminal,
             width=width,
@@ -158,7 +166,7 @@ class Trajectories:
 
     @property
     def values(self) -> torch.Tensor:
-        return self._unpack(self.step_values, self.mask)
+        return self._unpack(self.step_values, self.mask).float()
 
     @property
     def rewards(self) -> torch.Tensor:
@@ -172,7 +180,7 @@ class Trajectories:
             tokens=self._unpack(self.step_tokens, mask, self.pad_id).int(),
             lengths=self.lengths,
             log_probs=self._unpack(self.step_log_probs, mask),
-            values=self._unpack(self.step_values, mask),
+            values=self._unpack(self.step_values, mask).float(),
             rewards=self._rewards(mask),
             mask=mask,
         )

@@ -43,15 +43,20 @@ def test_packed_storage_gives_back_the_padded_episodes(terminal):
     assert traj.step_tokens.dtype == torch.uint8 and traj.num_steps == int(lengths.sum()) == 18
     assert torch.equal(traj.prompts, prompts.int()) and torch.equal(traj.lengths, lengths)
     assert torch.equal(traj.tokens, tokens.int()) and torch.equal(traj.mask, mask)
-    for name, expected in (("log_probs", log_probs), ("values", values), ("rewards", rewards)):
+    for name, expected in (("log_probs", log_probs), ("rewards", rewards)):
         assert torch.equal(getattr(traj, name), expected), name
+    # Values are kept in bfloat16 (half the bytes) and read back as float32: rounded to 8 significant bits.
+    assert traj.values.dtype == torch.float32
+    assert torch.equal(traj.values, values.bfloat16().float())
+    assert not torch.equal(traj.values, values)  # it really is rounded: these random values need > 8 bits
+    assert ((traj.values - values).abs() <= values.abs() * 2**-8).all()
     assert torch.equal(traj.episode_returns(), rewards.sum(1))
     unpacked = traj.unpack()
     assert torch.equal(unpacked.rewards, rewards) and torch.equal(unpacked.tokens, traj.tokens)
-    # Every byte it keeps: 18 steps of ids (1), log-probs and values (4 each), rewards per episode (4 x 5)
+    # Every byte it keeps: 18 steps of ids (1), log-probs (4) and values (2), rewards per episode (4 x 5)
     # or per step (4 x 18), 5 lengths (1) and example indices (1), and the prompts it owns (5 x 4 int32).
     reward_bytes = 4 * 5 if terminal else 4 * 18
-    assert traj.nbytes == 18 * 9 + reward_bytes + 5 + 5 + 5 * 4 * 4
+    assert traj.nbytes == 18 * 7 + reward_bytes + 5 + 5 + 5 * 4 * 4
 
 
 def test_index_and_with_rewards_keep_the_packing_exact():
@@ -95,7 +100,7 @@ def test_a_rollout_keeps_the_env_prompt_table_not_copies_of_prompts():
     assert traj.terminal_rewards  # BLEU is paid at the end
     assert traj.num_steps == int(traj.mask.sum())
     per_episode = traj.example_index.element_size() + traj.step_lengths.element_size() + 4
-    assert traj.nbytes == traj.num_steps * 9 + 16 * per_episode
+    assert traj.nbytes == traj.num_steps * 7 + 16 * per_episode
 
 
 def reference_rollout(policy, venv, generator):
@@ -139,7 +144,7 @@ def test_dropping_ended_rows_changes_no_sample_and_no_later_example():
         assert torch.equal(traj.lengths, lengths) and len(set(lengths.tolist())) > 3
         assert torch.equal(traj.tokens, tokens[:, :width].int())
         torch.testing.assert_close(traj.log_probs, log_probs[:, :width], atol=1e-6, rtol=0)
-        torch.testing.assert_close(traj.values, values[:, :width], atol=1e-6, rtol=0)
+        assert torch.equal(traj.values, values[:, :width].bfloat16().float())
         assert torch.equal(traj.rewards, rewards[:, :width])
 
 
