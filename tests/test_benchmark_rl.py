@@ -8,7 +8,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_benchmark_rl_measures_both_and_ours_stores_and_computes_less_per_step():
-    r = run("TextGen-v0", n_envs=8, timesteps=64, repeats=1, n_layer=1, n_embd=32)
+    r = run("TextGen-v0", n_envs=16, timesteps=128, repeats=1, n_layer=1, n_embd=32)
     assert r["ours_steps_per_s"] > 0 and r["sb3_steps_per_s"] > 0
     assert r["speed_ratio"] == pytest.approx(r["ours_steps_per_s"] / r["sb3_steps_per_s"])
     # Packed trajectories vs padded observations per step: far fewer bytes whatever the timing.
