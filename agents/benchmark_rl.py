@@ -1,6 +1,7 @@
 """PPO end to end: ours vs unmodified Stable-Baselines3 PPO with the same transformer, in one run.
 
-    python -m agents.benchmark_rl [--env TextGen-v0 --n-envs 64 --timesteps 4096 --repeats 3]
+    python -m agents.benchmark_rl [--env TextGen-v0 --max-new-tokens N --n-envs 64 --timesteps 4096 --repeats 3]
+    lmrl-gym bench ppo-vs-sb3 [same arguments]
 
 Both train the same-size transformer policy (``agents.sb3`` for SB3) on the same env with the same
 number of env steps, 4 epochs and comparable minibatches. Reported: env steps (tokens) per second of
@@ -46,9 +47,16 @@ def sb3_buffer_bytes(model: SB3PPO) -> int:
 
 
 def run(
-    env_id: str, n_envs: int, timesteps: int, repeats: int, n_layer: int, n_embd: int
+    env_id: str,
+    n_envs: int,
+    timesteps: int,
+    repeats: int,
+    n_layer: int,
+    n_embd: int,
+    max_new_tokens: int | None = None,
 ) -> dict[str, float]:
-    env = gym.make(env_id)
+    """Time, count and size both; ``max_new_tokens`` overrides the env's episode cap (None: the env's)."""
+    env = gym.make(env_id, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}))
     sizes = {"n_layer": n_layer, "n_embd": n_embd}
 
     def ours() -> PPO:
@@ -116,6 +124,7 @@ def run(
         "flops_ratio": theirs_flops / ours_flops,
         "ours_gflops_per_s": ours_flops * ours_model.num_timesteps / ours_s / 1e9,
         "sb3_gflops_per_s": theirs_flops * theirs_model.num_timesteps / theirs_s / 1e9,
+        "mean_episode_length": float(traj.lengths.float().mean()),
     }
 
 
@@ -130,15 +139,27 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env", default="TextGen-v0")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="episode cap (default: the env's); an untrained policy rarely samples eos early, so this "
+        "sets the episode length, the quantity the speed ratio depends on",
+    )
     parser.add_argument("--n-envs", type=int, default=64)
     parser.add_argument("--timesteps", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=128)
     args = parser.parse_args(argv)
-    r = run(args.env, args.n_envs, args.timesteps, args.repeats, args.n_layer, args.n_embd)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        parser.error(f"argument --max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    r = run(
+        args.env, args.n_envs, args.timesteps, args.repeats, args.n_layer, args.n_embd, args.max_new_tokens
+    )
     print(
-        f"{args.env}, {args.n_envs} envs, {args.timesteps} env steps, transformer {args.n_layer} x {args.n_embd}, "
+        f"{args.env}, mean episode length {r['mean_episode_length']:.1f} tokens, {args.n_envs} envs, "
+        f"{args.timesteps} env steps, transformer {args.n_layer} x {args.n_embd}, "
         f"4 epochs, CPU torch {torch.__version__} ({torch.get_num_threads()} threads), medians of {args.repeats}\n"
     )
     print("| PPO | lmrl-gym | SB3 + agents.sb3 policy | ratio |")

@@ -35,7 +35,7 @@ from agents.models import ARCHS
 from agents.policy import TransformerPolicy
 from agents.pretrain import pretrain
 
-BENCHMARKS = ("env", "decoding", "algorithms")
+BENCHMARKS = ("env", "decoding", "algorithms", "ppo-vs-sb3")
 METHODS = ("greedy", "beam", "sample")
 SPLITS = ("train", "validation", "test")
 # RL defaults when the policy was MLE-pretrained first (--pretrain-epochs > 0): fine-tuning wants a much
@@ -344,6 +344,8 @@ def cmd_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from lmrl_gym.benchmark import main as bench_main
     elif args.benchmark == "algorithms":
         from agents.benchmark_algorithms import main as bench_main
+    elif args.benchmark == "ppo-vs-sb3":
+        from agents.benchmark_rl import main as bench_main
     else:
         from agents.benchmark import main as bench_main
     bench_main(args.bench_args)
@@ -476,9 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="benchmarks: env (vector env and BLEU speed), decoding (KV-cached decoding speed) or "
-        "algorithms (REINFORCE vs A2C vs PPO over seeds)",
+        "algorithms (REINFORCE vs A2C vs PPO over seeds) or ppo-vs-sb3 (PPO speed, storage and FLOPs "
+        "against Stable-Baselines3 PPO)",
         description="Forward the remaining arguments to lmrl_gym.benchmark (env), agents.benchmark "
-        "(decoding) or agents.benchmark_algorithms (algorithms); e.g. 'lmrl-gym bench env --help'.",
+        "(decoding), agents.benchmark_algorithms (algorithms) or agents.benchmark_rl (ppo-vs-sb3); e.g. "
+        "'lmrl-gym bench env --help'.",
     )
     bench.add_argument("benchmark", choices=BENCHMARKS)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of that benchmark")

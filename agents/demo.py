@@ -8,9 +8,13 @@ French) it
 2. pretrains it by maximum likelihood on a *subset* of the training pairs (``--pretrain-examples``, one
    pass): a full epoch already reaches ~100 BLEU on this task, which would leave RL nothing to do, so the
    demo starts RL from a deliberately half-trained policy;
-3. trains it with PPO on the environment's BLEU reward, with a KL leash to the pretrained policy;
-4. prints greedy BLEU, beam-4 BLEU, exact match and mean reward on the test split before and after RL, and
-   writes ``learning_curve.png`` (with ``progress.csv`` and ``policy.pt``) into ``--out``.
+3. trains it with PPO on the environment's BLEU reward, with a KL leash to the pretrained policy,
+   evaluating greedy decoding on the validation split every ``--eval-freq`` rollouts and keeping the best
+   policy (``best_policy.pt``): single RL runs end at different points of their noise, and model selection
+   on validation is how one reports a run without touching the test split;
+4. prints greedy BLEU, beam-4 BLEU, exact match and mean reward on the test split before RL and for that
+   best policy, and writes ``learning_curve.png`` (with ``progress.csv`` and the final ``policy.pt``) into
+   ``--out``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents.algorithms import PPO
+from agents.callbacks import TextEvalCallback
 from agents.cli import (
     add_env_arguments,
     make_env,
@@ -141,7 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-examples",
         type=positive_int,
         default=500,
-        help="test examples evaluated (default: %(default)s)",
+        help="test (and validation) examples evaluated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-freq",
+        type=non_negative_int,
+        default=10,
+        help="rollouts between validation evaluations; the best policy is reported. 0: no evaluation during "
+        "training, report the final policy (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--device", default="auto", help="default: %(default)s")
@@ -179,15 +191,30 @@ def main(argv: list[str] | None = None) -> int:
     # CSV only: the per-rollout stdout table would bury the result; the progress bar shows headway.
     logger = configure(str(out), ["csv"])
     model.set_logger(logger)
-    model.learn(args.timesteps, progress_bar=not args.no_progress_bar)
+    validation = TextEvalCallback(
+        env, eval_freq=args.eval_freq or 1, max_examples=args.eval_examples, best_model_save_path=out
+    )
+    model.learn(
+        args.timesteps, callback=validation if args.eval_freq else None, progress_bar=not args.no_progress_bar
+    )
     logger.close()
     policy.save(out / "policy.pt")
     plot = out / "learning_curve.png"
     plot_learning_curve(out / "progress.csv", plot, f"PPO on {args.env} (BLEU reward)")
 
+    # Fewer rollouts than --eval-freq leave no validation result: the final policy is then the one reported.
+    reported = "the final policy"
+    if validation.evaluations:
+        step = max(validation.evaluations, key=lambda e: e[1]["mean_reward"])[0]
+        policy = TransformerPolicy.load(out / "best_policy.pt", env=env, device=policy.device)
+        reported = (
+            f"the best of {len(validation.evaluations)} validation checks (greedy mean reward "
+            f"{validation.best:.3f}, after {step} tokens)"
+        )
     after = measure(policy, env, args.beam_size, args.eval_examples)
     print()
     print(format_table(before, after, args.beam_size))
+    print(f"after RL: {reported}")
     print(f"\nlearning curve: {plot}")
     print(f"PPO: {model.num_timesteps} tokens; wall time {time.perf_counter() - started:.0f}s")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--env", "CartPole-v1", "--out", "x"], "argument --env: invalid choice: 'CartPole-v1'"),
         (["train", "--task-kwargs", "[1, 2]", "--out", "x"], "argument --task-kwargs: must be a JSON object"),
         (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file: no/such/policy.pt"),
-        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms')"),
+        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'ppo-vs-sb3')"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )  # fmt: skip
@@ -173,14 +174,21 @@ def test_unknown_task_kwargs_exit_2(capsys: pytest.CaptureFixture[str], tmp_path
 
 def test_bench_forwards_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     import agents.benchmark
+    import agents.benchmark_rl
     import lmrl_gym.benchmark
 
     calls: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(lmrl_gym.benchmark, "main", lambda argv: calls.append(("env", argv)))
     monkeypatch.setattr(agents.benchmark, "main", lambda argv: calls.append(("decoding", argv)))
+    monkeypatch.setattr(agents.benchmark_rl, "main", lambda argv: calls.append(("ppo-vs-sb3", argv)))
     assert cli.main(["bench", "env", "--num-envs", "8", "--repeats", "1"]) == 0
     assert cli.main(["bench", "decoding", "--batch", "4"]) == 0
-    assert calls == [("env", ["--num-envs", "8", "--repeats", "1"]), ("decoding", ["--batch", "4"])]
+    assert cli.main(["bench", "ppo-vs-sb3", "--max-new-tokens", "16"]) == 0
+    assert calls == [
+        ("env", ["--num-envs", "8", "--repeats", "1"]),
+        ("decoding", ["--batch", "4"]),
+        ("ppo-vs-sb3", ["--max-new-tokens", "16"]),
+    ]
 
 
 def test_console_script_is_declared() -> None:
@@ -188,15 +196,21 @@ def test_console_script_is_declared() -> None:
     assert 'lmrl-gym = "agents.cli:main"' in text
 
 
-def test_demo_runs_on_a_tiny_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("eval_freq", [0, 1])
+def test_demo_runs_on_a_tiny_budget(tmp_path: Path, eval_freq: int) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "agents.demo", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
          "--pretrain-examples", "64", "--timesteps", "100", "--n-envs", "16", "--eval-examples", "10",
-         "--beam-size", "2", "--no-progress-bar", "--out", str(out), *TINY_MODEL],
+         "--eval-freq", str(eval_freq), "--beam-size", "2", "--no-progress-bar", "--out", str(out),
+         *TINY_MODEL],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # With validation checks the best policy on validation is kept and reported; without, the final one.
+    assert (out / "best_policy.pt").exists() is bool(eval_freq)
+    reported = re.search(r"after RL: the (best of \d+ validation checks|final policy)", result.stdout)
+    assert reported and reported.group(1).startswith("best" if eval_freq else "final")
     assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"learning curve: {out / 'learning_curve.png'}" in result.stdout
     for row in ("greedy BLEU", "beam-2 BLEU", "exact match", "mean reward"):
