@@ -48,6 +48,7 @@ FINETUNE_LEARNING_RATES = {"ppo": 1e-5, "a2c": 1e-4, "reinforce": 1e-4}
 FINETUNE_KL_COEF = 0.01
 REWARD_COLUMN = "rollout/ep_rew_mean"
 TIMESTEPS_COLUMN = "time/total_timesteps"
+VALIDATION_COLUMN = "eval/mean_reward"  # logged by agents.callbacks.TextEvalCallback
 
 
 def env_ids() -> list[str]:
@@ -142,11 +143,30 @@ def make_env(parser: argparse.ArgumentParser, env_id: str, task_kwargs: dict[str
         parser.error(f"argument --task-kwargs: invalid for {env_id}: {err}")
 
 
+def progress_series(
+    csv_path: str | Path, columns: tuple[str, ...]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``{column: (timesteps, values)}`` from an SB3 ``progress.csv``, keeping the rows where it was recorded
+    (SB3 leaves a cell empty when a key was not recorded in that dump; a missing column gives empty lists)."""
+    series: dict[str, tuple[list[float], list[float]]] = {column: ([], []) for column in columns}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            for column, (steps, values) in series.items():
+                if row.get(column) and row.get(TIMESTEPS_COLUMN):
+                    steps.append(float(row[TIMESTEPS_COLUMN]))
+                    values.append(float(row[column]))
+    return series
+
+
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str = "") -> int:
     """Plot mean episode reward against timesteps from an SB3 ``progress.csv`` into ``png_path``.
 
-    :return: the number of points plotted (0 when the CSV has no reward rows; the PNG is still written,
-        with a note, so that a run always leaves its four files).
+    Where the CSV also has validation checks (``eval/mean_reward`` from
+    :class:`~agents.callbacks.TextEvalCallback`), they are drawn as a second series with the best one
+    marked: the training curve averages sampled episodes, the checks decode greedily.
+
+    :return: the number of training points plotted (0 when the CSV has no reward rows; the PNG is still
+        written, with a note, so that a run always leaves its four files).
     """
     # Agg: no display is needed (servers, CI), and it must be chosen before pyplot is imported.
     import matplotlib
@@ -154,20 +174,21 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, rewards = [], []
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            # SB3 leaves a cell empty when a key was not recorded in that dump.
-            if row.get(REWARD_COLUMN) and row.get(TIMESTEPS_COLUMN):
-                steps.append(float(row[TIMESTEPS_COLUMN]))
-                rewards.append(float(row[REWARD_COLUMN]))
+    series = progress_series(csv_path, (REWARD_COLUMN, VALIDATION_COLUMN))
+    steps, rewards = series[REWARD_COLUMN]
+    check_steps, checks = series[VALIDATION_COLUMN]
     fig, ax = plt.subplots(figsize=(6, 4))
     if steps:
-        ax.plot(steps, rewards, marker="o", markersize=3)
+        ax.plot(steps, rewards, marker="o", markersize=3, label="training episodes (sampled, last 100)")
     else:
         ax.text(0.5, 0.5, "no rollouts logged", ha="center", va="center", transform=ax.transAxes)
+    if checks:
+        best = max(range(len(checks)), key=checks.__getitem__)  # the first best, as the callback keeps it
+        ax.plot(check_steps, checks, marker="s", markersize=3, label="validation checks (greedy)")
+        ax.plot(check_steps[best], checks[best], "k*", markersize=12, label="best validation check")
+        ax.legend(loc="lower right")
     ax.set_xlabel("timesteps (generated tokens)")
-    ax.set_ylabel("mean episode reward (last 100 episodes)")
+    ax.set_ylabel("mean episode reward")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

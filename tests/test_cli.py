@@ -231,3 +231,23 @@ def test_demo_pretrain_subset_lowers_the_loss() -> None:
     assert math.isnan(demo.pretrain_subset(policy, "TextGen-v0", 0))
     loss = demo.pretrain_subset(policy, "TextGen-v0", 1024, learning_rate=3e-3)
     assert loss < 0.8 * math.log(policy.tokenizer.vocab_size)
+
+
+def test_learning_curve_reads_training_rows_and_validation_checks(tmp_path: Path) -> None:
+    progress = tmp_path / "progress.csv"
+    progress.write_text(
+        "time/total_timesteps,rollout/ep_rew_mean,eval/mean_reward\n"
+        "100,0.1,\n"
+        "200,0.2,0.5\n"
+        "300,0.3,\n"
+        "400,0.4,0.7\n"
+    )
+    series = cli.progress_series(progress, (cli.REWARD_COLUMN, cli.VALIDATION_COLUMN, "not/logged"))
+    assert series[cli.REWARD_COLUMN] == ([100.0, 200.0, 300.0, 400.0], [0.1, 0.2, 0.3, 0.4])
+    assert series[cli.VALIDATION_COLUMN] == ([200.0, 400.0], [0.5, 0.7])
+    assert series["not/logged"] == ([], [])
+    png = tmp_path / "curve.png"
+    assert cli.plot_learning_curve(progress, png, "t") == 4
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    progress.write_text("time/total_timesteps,train/loss\n100,1.0\n")  # nothing to plot: still a PNG
+    assert cli.plot_learning_curve(progress, png, "t") == 0 and png.stat().st_size > 0
