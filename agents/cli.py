@@ -30,6 +30,7 @@ import torch
 import lmrl_gym  # noqa: F401  (registers the TextGen ids that --env offers)
 from agents.algorithms import ALGORITHMS
 from agents.algorithms.base import POLICY_ALIASES
+from agents.callbacks import TextEvalCallback
 from agents.evaluation import evaluate, format_evaluation
 from agents.models import ARCHS
 from agents.policy import TransformerPolicy
@@ -247,7 +248,12 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model = ALGORITHMS[args.algo](policy, env, n_envs=args.n_envs, seed=args.seed, **settings)
     logger = configure(str(out), ["stdout", "csv"])
     model.set_logger(logger)
-    model.learn(args.timesteps, progress_bar=not args.no_progress_bar)
+    validation = TextEvalCallback(
+        env, eval_freq=args.eval_freq or 1, max_examples=args.eval_examples, best_model_save_path=out
+    )
+    model.learn(
+        args.timesteps, callback=validation if args.eval_freq else None, progress_bar=not args.no_progress_bar
+    )
     logger.close()  # flushes progress.csv before it is plotted
     model.save(out / "model.zip")
     policy.save(out / "policy.pt")
@@ -255,11 +261,18 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         out / "progress.csv", out / "learning_curve.png", f"{args.algo.upper()} on {args.env}"
     )
 
-    after = evaluate(policy, env, **eval_kwargs)
-    print(format_evaluation(before, after, names=["before RL", "after RL"]))
+    results, names = [before, evaluate(policy, env, **eval_kwargs)], ["before RL", "after RL (final)"]
+    written = "model.zip, policy.pt"
+    # Fewer rollouts than --eval-freq leave no validation check and no best_policy.pt.
+    if validation.evaluations:
+        best = TransformerPolicy.load(out / "best_policy.pt", env=env, device=policy.device)
+        results.append(evaluate(best, env, **eval_kwargs))
+        names.append("best on validation")
+        written += ", best_policy.pt"
+    print(format_evaluation(*results, names=names))
     print(
-        f"\n{model.num_timesteps} timesteps in {time.perf_counter() - started:.0f}s; wrote model.zip, "
-        f"policy.pt, progress.csv and learning_curve.png ({points} points) to {out}"
+        f"\n{model.num_timesteps} timesteps in {time.perf_counter() - started:.0f}s; wrote {written}, "
+        f"progress.csv and learning_curve.png ({points} points) to {out}"
     )
     return 0
 
@@ -436,6 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         help="evaluate on the first N test examples only (default: all)",
+    )
+    train.add_argument(
+        "--eval-freq",
+        type=non_negative_int,
+        default=10,
+        help="rollouts between greedy checks on the validation split (first --eval-examples examples); the "
+        "best policy is written to best_policy.pt and evaluated at the end. 0: no checks "
+        "(default: %(default)s)",
     )
     train.add_argument("--out", required=True, help="output folder (created if missing)")
     train.add_argument("--no-progress-bar", action="store_true", help="hide the progress bars")

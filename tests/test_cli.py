@@ -25,16 +25,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     result = subprocess.run(
         [sys.executable, "-m", "agents.cli", "train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
          "--algo", "ppo", "--pretrain-epochs", "1", "--timesteps", "200", "--n-envs", "16", "--seed", "0",
-         "--eval-examples", "20", "--no-progress-bar", "--out", str(out), *TINY_MODEL],
+         "--eval-examples", "20", "--eval-freq", "2", "--no-progress-bar", "--out", str(out), *TINY_MODEL],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return out, result.stdout
 
 
-def test_train_writes_the_four_files(trained_run: tuple[Path, str]) -> None:
+def test_train_writes_its_files_and_checks_validation(trained_run: tuple[Path, str]) -> None:
     out, stdout = trained_run
-    for name in ("model.zip", "policy.pt", "progress.csv", "learning_curve.png"):
+    for name in ("model.zip", "policy.pt", "best_policy.pt", "progress.csv", "learning_curve.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "progress.csv", newline="") as f:
@@ -42,9 +42,22 @@ def test_train_writes_the_four_files(trained_run: tuple[Path, str]) -> None:
     assert rows, "progress.csv has no rows"
     assert cli.REWARD_COLUMN in rows[0] and cli.TIMESTEPS_COLUMN in rows[0]
     assert float(rows[-1][cli.TIMESTEPS_COLUMN]) >= 200
-    # The before / after evaluator table.
-    assert "| metric | before RL | after RL |" in stdout
+    # Validation checks every 2 rollouts were logged, and the best policy is evaluated next to the final one.
+    checks = [row[cli.VALIDATION_COLUMN] for row in rows if row.get(cli.VALIDATION_COLUMN)]
+    assert len(checks) == len(rows) // 2 >= 2
+    assert "| metric | before RL | after RL (final) | best on validation |" in stdout
     assert "| bleu |" in stdout
+
+
+def test_train_without_validation_checks_reports_the_final_policy(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = cli.main(
+        ["train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS, "--algo", "a2c",
+         "--timesteps", "100", "--n-envs", "16", "--eval-examples", "10", "--eval-freq", "0",
+         "--no-progress-bar", "--out", str(out), *TINY_MODEL]
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "policy.pt").is_file() and not (out / "best_policy.pt").exists()
 
 
 def saved_arguments(model_zip: Path) -> dict:
