@@ -48,6 +48,7 @@ class TextEvalCallback(BaseCallback):
         self.max_examples = max_examples
         self.best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
         self.best = float("-inf")
+        self.best_timesteps: int | None = None  # when the best check ran (None before the first)
         self.evaluations: list[tuple[int, dict[str, Any]]] = []
 
     def _on_step(self) -> bool:
@@ -70,9 +71,26 @@ class TextEvalCallback(BaseCallback):
             self.logger.record(f"eval/{key}", results[key])
         if results[self.metric] > self.best:
             self.best = results[self.metric]
+            self.best_timesteps = self.num_timesteps
             if self.best_model_save_path is not None:
                 self.best_model_save_path.mkdir(parents=True, exist_ok=True)
                 self.model.policy.save(self.best_model_save_path / "best_policy.pt")
             if self.verbose:
                 print(f"new best {self.metric} {self.best:.4f} at {self.num_timesteps} steps")
         return True
+
+    def best_policy(self, env: Any = None):
+        """The policy of the best check, read back from ``best_policy.pt``; None before the first check.
+
+        :param env: checked against the policy (see :meth:`TransformerPolicy.load`).
+        :raises ValueError: without ``best_model_save_path`` (nothing was kept).
+        """
+        from agents.policy import TransformerPolicy
+
+        if self.best_model_save_path is None:
+            raise ValueError("best_policy needs best_model_save_path: without it no policy is kept")
+        if self.best_timesteps is None:
+            return None
+        return TransformerPolicy.load(
+            self.best_model_save_path / "best_policy.pt", env=env, device=self.model.policy.device
+        )

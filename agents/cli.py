@@ -144,6 +144,16 @@ def make_env(parser: argparse.ArgumentParser, env_id: str, task_kwargs: dict[str
         parser.error(f"argument --task-kwargs: invalid for {env_id}: {err}")
 
 
+def validation_checks(
+    env: gym.Env, eval_freq: int, max_examples: int | None, out: Path
+) -> TextEvalCallback | None:
+    """Greedy checks on the validation split every ``eval_freq`` rollouts, the best policy kept in ``out``
+    (``--eval-freq``, shared by ``train`` and the demo); None when ``eval_freq`` is 0 (no checks)."""
+    if eval_freq == 0:
+        return None
+    return TextEvalCallback(env, eval_freq=eval_freq, max_examples=max_examples, best_model_save_path=out)
+
+
 def progress_series(
     csv_path: str | Path, columns: tuple[str, ...]
 ) -> dict[str, tuple[list[float], list[float]]]:
@@ -248,12 +258,8 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model = ALGORITHMS[args.algo](policy, env, n_envs=args.n_envs, seed=args.seed, **settings)
     logger = configure(str(out), ["stdout", "csv"])
     model.set_logger(logger)
-    validation = TextEvalCallback(
-        env, eval_freq=args.eval_freq or 1, max_examples=args.eval_examples, best_model_save_path=out
-    )
-    model.learn(
-        args.timesteps, callback=validation if args.eval_freq else None, progress_bar=not args.no_progress_bar
-    )
+    validation = validation_checks(env, args.eval_freq, args.eval_examples, out)
+    model.learn(args.timesteps, callback=validation, progress_bar=not args.no_progress_bar)
     logger.close()  # flushes progress.csv before it is plotted
     model.save(out / "model.zip")
     policy.save(out / "policy.pt")
@@ -264,8 +270,8 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     results, names = [before, evaluate(policy, env, **eval_kwargs)], ["before RL", "after RL (final)"]
     written = "model.zip, policy.pt"
     # Fewer rollouts than --eval-freq leave no validation check and no best_policy.pt.
-    if validation.evaluations:
-        best = TransformerPolicy.load(out / "best_policy.pt", env=env, device=policy.device)
+    best = validation.best_policy(env) if validation else None
+    if best is not None:
         results.append(evaluate(best, env, **eval_kwargs))
         names.append("best on validation")
         written += ", best_policy.pt"

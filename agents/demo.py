@@ -29,7 +29,6 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents.algorithms import PPO
-from agents.callbacks import TextEvalCallback
 from agents.cli import (
     add_env_arguments,
     make_env,
@@ -38,6 +37,7 @@ from agents.cli import (
     plot_learning_curve,
     positive_float,
     positive_int,
+    validation_checks,
 )
 from agents.evaluation import evaluate
 from agents.policy import TransformerPolicy, env_setup_of
@@ -191,12 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     # CSV only: the per-rollout stdout table would bury the result; the progress bar shows headway.
     logger = configure(str(out), ["csv"])
     model.set_logger(logger)
-    validation = TextEvalCallback(
-        env, eval_freq=args.eval_freq or 1, max_examples=args.eval_examples, best_model_save_path=out
-    )
-    model.learn(
-        args.timesteps, callback=validation if args.eval_freq else None, progress_bar=not args.no_progress_bar
-    )
+    validation = validation_checks(env, args.eval_freq, args.eval_examples, out)
+    model.learn(args.timesteps, callback=validation, progress_bar=not args.no_progress_bar)
     logger.close()
     policy.save(out / "policy.pt")
     plot = out / "learning_curve.png"
@@ -204,12 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Fewer rollouts than --eval-freq leave no validation result: the final policy is then the one reported.
     reported = "the final policy"
-    if validation.evaluations:
-        step = max(validation.evaluations, key=lambda e: e[1]["mean_reward"])[0]
-        policy = TransformerPolicy.load(out / "best_policy.pt", env=env, device=policy.device)
+    best = validation.best_policy(env) if validation else None
+    if best is not None:
+        policy = best
         reported = (
             f"the best of {len(validation.evaluations)} validation checks (greedy mean reward "
-            f"{validation.best:.3f}, after {step} tokens)"
+            f"{validation.best:.3f}, after {validation.best_timesteps} tokens)"
         )
     after = measure(policy, env, args.beam_size, args.eval_examples)
     print()
