@@ -52,6 +52,16 @@ def check_action(action: Any, vocab_size: int) -> int:
     return int(action)
 
 
+def check_env_index(env_index: Any, num_envs: Any) -> tuple[int, int]:
+    """``(env_index, num_envs)`` as ints, or ValueError unless ``0 <= env_index < num_envs``."""
+    for name, value in (("env_index", env_index), ("num_envs", num_envs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= env_index < num_envs:
+        raise ValueError(f"need 0 <= env_index < num_envs, got env_index={env_index}, num_envs={num_envs}")
+    return int(env_index), int(num_envs)
+
+
 def reject_unknown_arguments(kwargs: Mapping[str, Any], valid: tuple[str, ...]) -> None:
     if kwargs:
         raise ValueError(f"unknown argument(s) {sorted(kwargs)}; valid arguments: {list(valid)}")
@@ -94,15 +104,19 @@ class TextGenEnv(gym.Env):
     ## Starting State
 
     An example of ``split`` chosen from the reset seed and the episode count (``sampling="random"``: i.i.d.
-    uniform; ``"sequential"``: in order from ``seed % num_examples``), or the one given by
-    ``reset(options={"index": i})``. The prefix is empty.
+    uniform; ``"sequential"``: rows ``seed + k * num_envs`` mod ``num_examples`` for episode k), or the one
+    given by ``reset(options={"index": i})``. The prefix is empty.
 
     ## Episode End
 
-    Terminated when the agent takes ``eos`` or an invalid id; truncated after ``max_new_tokens`` tokens.
-    The last step's ``info`` has ``"text"`` (decoded, eos excluded), ``"references"``, ``"prompt"``,
-    ``"reward_components"`` (each component's value for the episode: token rewards summed),
-    ``"invalid_action"`` and ``"example_index"``.
+    Terminated when the agent takes ``eos`` or an invalid id, or when it has written ``max_new_tokens``
+    tokens. The cut-off is a terminal state, not a time limit: nothing can be earned after it and the prefix
+    length is part of the observation, so an agent must not bootstrap a value there (reported as
+    ``truncated``, Stable-Baselines3 would add ``gamma * V(last obs)`` to the last reward). It is flagged
+    with ``info["length_limit"] = True``. ``truncated`` is always False (a ``TimeLimit`` wrapper added by
+    the user may still set it). The last step's ``info`` has ``"text"`` (decoded, eos excluded),
+    ``"references"``, ``"prompt"``, ``"reward_components"`` (each component's value for the episode:
+    token rewards summed), ``"invalid_action"``, ``"length_limit"`` and ``"example_index"``.
 
     ## Arguments
 
@@ -117,6 +131,11 @@ class TextGenEnv(gym.Env):
       first tokens, with a warning, or raise ``ValueError`` when ``strict_prompt_length=True``.
     - ``invalid_action_penalty``: reward for taking pad / bos / unk (default -1.0).
     - ``shaping``, ``sampling``: see Rewards and Starting State.
+    - ``env_index``, ``num_envs``: this env's place among ``num_envs`` envs played side by side (defaults
+      0 and 1). A vector env, or a ``SyncVectorEnv`` built by hand, seeds env i with ``seed + i``; with
+      ``sampling="sequential"`` env i then walks rows ``seed + i + k * num_envs``, so the envs together
+      visit consecutive rows instead of replaying each other's one episode apart.
+      ``TextGenVectorEnv`` passes both itself.
     - ``render_mode``: ``"ansi"`` or None.
 
     ## Vectorized environment
@@ -127,6 +146,9 @@ class TextGenEnv(gym.Env):
     ## Version History
 
     - v0: initial version.
+    - v0 (issue 10): reaching ``max_new_tokens`` is ``terminated`` with ``info["length_limit"] = True``
+      (was ``truncated``); ``env_index`` / ``num_envs`` arguments, so sequential sampling over several
+      envs no longer replays rows.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -145,9 +167,12 @@ class TextGenEnv(gym.Env):
         task_kwargs: Mapping[str, Any] | None = None,
         reward_model: Any = None,
         render_mode: str | None = None,
+        env_index: int = 0,
+        num_envs: int = 1,
         **unknown: Any,
     ) -> None:
-        reject_unknown_arguments(unknown, ENV_ARGUMENTS)
+        reject_unknown_arguments(unknown, (*ENV_ARGUMENTS, "env_index", "num_envs"))
+        self.env_index, self.num_envs = check_env_index(env_index, num_envs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']}")
         self.setup = EnvSetup(
@@ -200,6 +225,7 @@ class TextGenEnv(gym.Env):
                     np.array([self._episode_count], dtype=np.uint64),
                     self.num_examples,
                     self.setup.sampling,
+                    self.num_envs,
                 )[0]
             )
         elif (
@@ -248,15 +274,16 @@ class TextGenEnv(gym.Env):
         components: dict[str, float] = {}
         if setup.action_mask[token] == 0:
             reward = setup.invalid_action_penalty - self._shaped_so_far
-            terminated, truncated, invalid = True, False, True
+            terminated, truncated, invalid, length_limit, eos = True, False, True, False, False
             components["invalid_action_penalty"] = setup.invalid_action_penalty
         else:
             invalid = False
             eos = token == self.tokenizer.eos_id
             self._prefix[self._length] = token
             self._length += 1
-            terminated = eos
-            truncated = not eos and self._length >= setup.max_new_tokens
+            length_limit = not eos and self._length >= setup.max_new_tokens
+            terminated = eos or length_limit
+            truncated = False
             token_part = sequence_part = 0.0
             if pipeline.has_token_rewards or pipeline.shaping or terminated or truncated:
                 batch = self._reward_batch(eos)
@@ -275,13 +302,14 @@ class TextGenEnv(gym.Env):
             self._done = True
             components.update(self._token_totals)
             example = setup.data.examples[self._example_index]
-            content = self._prefix[: self._length - int(terminated and not invalid)]
+            content = self._prefix[: self._length - int(eos)]
             info.update(
                 text=self.tokenizer.decode(content),
                 references=list(example.references),
                 prompt=example.prompt,
                 reward_components=components,
                 invalid_action=invalid,
+                length_limit=length_limit,
                 example_index=self._example_index,
             )
         return self._observation(), float(reward), terminated, truncated, info

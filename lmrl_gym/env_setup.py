@@ -37,19 +37,27 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def episode_example_index(
-    seed_keys: np.ndarray, episode_counts: np.ndarray, num_examples: int, sampling: str
+    seed_keys: np.ndarray,
+    episode_counts: np.ndarray,
+    num_examples: int,
+    sampling: str,
+    num_envs: int = 1,
 ) -> np.ndarray:
     """Row of the split used by episode ``episode_counts[i]`` of an env seeded with ``seed_keys[i]``.
 
-    ``"random"``: i.i.d. uniform rows from a counter-based hash; ``"sequential"``: rows in order,
-    starting at ``seed % num_examples``. Both int64 ``[N]``.
+    ``"random"``: i.i.d. uniform rows from a counter-based hash; ``"sequential"``: rows
+    ``seed + k * num_envs`` (mod ``num_examples``) for episode k. Env i of ``num_envs`` is seeded
+    ``seed + i`` by a vector env (and by ``SyncVectorEnv``), so together the envs walk consecutive rows
+    without replaying each other's. Both int64 ``[N]``.
     """
     keys = np.asarray(seed_keys, dtype=np.uint64)
     counts = np.asarray(episode_counts, dtype=np.uint64)
     n = np.uint64(num_examples)
     with np.errstate(over="ignore"):
         if sampling == "sequential":
-            return ((keys % n + counts % n) % n).astype(np.int64)
+            # Each factor reduced mod n first: (n - 1) ** 2 cannot wrap uint64 for any split that fits memory.
+            stride = np.uint64(num_envs) % n
+            return ((keys % n + (counts % n) * stride % n) % n).astype(np.int64)
         return (splitmix64(splitmix64(keys) ^ counts) % n).astype(np.int64)
 
 

@@ -157,7 +157,7 @@ class TextGenVectorEnv(VectorEnv):
         index = (options or {}).get("index")
         if index is None:
             rows = episode_example_index(
-                self._seed_keys, self._episode_counts, self.num_examples, self.setup.sampling
+                self._seed_keys, self._episode_counts, self.num_examples, self.setup.sampling, self.num_envs
             )
         else:
             rows = np.asarray(index)
@@ -230,9 +230,11 @@ class TextGenVectorEnv(VectorEnv):
         current = self._prefix[self._rows, append_at]
         self._prefix[self._rows, append_at] = torch.where(valid, actions.int(), current)
         self._length += valid.long()
-        terminated = invalid | eos
-        truncated = ~terminated & (self._length >= setup.max_new_tokens)
-        done = terminated | truncated
+        # The cut-off is terminal (see TextGenEnv, Episode End): truncated stays all False.
+        length_limit = valid & ~eos & (self._length >= setup.max_new_tokens)
+        terminated = invalid | eos | length_limit
+        truncated = torch.zeros_like(terminated)
+        done = terminated
 
         token_part = torch.zeros(self.num_envs, dtype=torch.float64, device=self.device)
         sequence_part = torch.zeros_like(token_part)
@@ -261,12 +263,16 @@ class TextGenVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         if bool(done.any()):
             if with_infos:
-                infos = self._final_infos(done, invalid, eos, components)
+                infos = self._final_infos(done, invalid, eos, length_limit, components)
             ended = done.nonzero()[:, 0]
             ended_np = ended.cpu().numpy()
             self._episode_counts[ended_np] += np.uint64(1)
             rows = episode_example_index(
-                self._seed_keys[ended_np], self._episode_counts[ended_np], self.num_examples, setup.sampling
+                self._seed_keys[ended_np],
+                self._episode_counts[ended_np],
+                self.num_examples,
+                setup.sampling,
+                self.num_envs,
             )
             self._start_episodes(ended, torch.as_tensor(rows, dtype=torch.long, device=self.device))
         return rewards, terminated, truncated, infos
@@ -294,7 +300,7 @@ class TextGenVectorEnv(VectorEnv):
             )
         return tensor
 
-    def _final_infos(self, done, invalid, eos, components) -> dict[str, Any]:
+    def _final_infos(self, done, invalid, eos, length_limit, components) -> dict[str, Any]:
         """Gymnasium's SAME_STEP layout: ``final_obs`` an object array, ``final_info`` a dict of arrays."""
         done_np = done.cpu().numpy()
         n = self.num_envs
@@ -322,6 +328,8 @@ class TextGenVectorEnv(VectorEnv):
             "_reward_components": done_np,
             "invalid_action": invalid.cpu().numpy() & done_np,
             "_invalid_action": done_np,
+            "length_limit": length_limit.cpu().numpy() & done_np,
+            "_length_limit": done_np,
             "example_index": np.where(done_np, example_index, 0),
             "_example_index": done_np,
         }

@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -64,6 +65,34 @@ def test_adapter_reports_terminal_observation_and_episode_stats():
     assert len(masks) == 3 and masks[0].shape == (native.tokenizer.vocab_size,)
     venv.seed(5)
     np.testing.assert_array_equal(venv.reset()["prompt_ids"], first["prompt_ids"])
+
+
+@pytest.mark.parametrize("adapter", ["DummyVecEnv", "SB3VecEnv"])
+def test_sb3_does_not_bootstrap_a_value_at_the_max_new_tokens_cut_off(adapter):
+    """SB3 adds gamma * V(last obs) to the reward of a *truncated* step. The cut-off is terminal, so with a
+    value net stuck at 10 the stored rewards must still be the env's own (BLEU, at most 1)."""
+    kwargs = {"max_new_tokens": 2, **SMALL_COPY}
+    if adapter == "DummyVecEnv":
+        env = DummyVecEnv([lambda: gym.make("TextGen-Copy-v0", **kwargs)])
+    else:
+        env = SB3VecEnv(TextGenVectorEnv(num_envs=4, task="copy", info_text=False, **kwargs))
+    model = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.policy.predict_values = lambda obs: torch.full((obs["prompt_ids"].shape[0], 1), 10.0)
+    model.learn(total_timesteps=16)
+    assert model.rollout_buffer.episode_starts[1:].any()  # episodes ended inside the rollout
+    assert model.rollout_buffer.rewards.max() <= 1.0
+
+
+def test_adapter_flags_the_length_limit():
+    native = TextGenVectorEnv(num_envs=2, task="copy", max_new_tokens=2, **SMALL_COPY)
+    venv = SB3VecEnv(native)
+    venv.reset()
+    eos, a = native.tokenizer.eos_id, native.tokenizer.encode("a")[0]
+    venv.step(np.array([a, a]))
+    _, _, dones, infos = venv.step(np.array([a, eos]))
+    assert list(dones) == [True, True]
+    assert [info["length_limit"] for info in infos] == [True, False]
+    assert [info["TimeLimit.truncated"] for info in infos] == [False, False]
 
 
 def test_adapter_rejects_other_envs():

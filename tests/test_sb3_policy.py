@@ -184,23 +184,32 @@ def test_a2c_and_maskable_ppo_train_and_models_save_and_load(tmp_path):
             )
 
 
-def mean_episode_reward(model: PPO, deterministic: bool, episodes: int = 200) -> float:
-    """Mean return of the first episode of ``episodes`` envs, from fixed seeds (and a fixed sampling seed)."""
-    env = TextGenVectorEnv(num_envs=episodes, task="copy", info_text=False, **SMALL_COPY)
+def mean_episode_reward(model: PPO, deterministic: bool, episodes: int = 200) -> tuple[float, float]:
+    """Mean return of the first episode of ``episodes`` test-split envs from fixed seeds (and a fixed
+    sampling seed), and the fraction of them that hit the ``max_new_tokens`` cut-off."""
+    env = TextGenVectorEnv(num_envs=episodes, task="copy", split="test", info_text=False, **SMALL_COPY)
     obs, _ = env.reset(seed=1000)
-    torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # SB3 samples from the global generator: leave its state alone
+        torch.manual_seed(0)
+        return _play_first_episodes(model, env, obs, deterministic, episodes)
+
+
+def _play_first_episodes(model, env, obs, deterministic, episodes):
     returns = np.zeros(episodes)
     done = np.zeros(episodes, dtype=bool)
+    cut_off = np.zeros(episodes, dtype=bool)
     while not done.all():
         action, _ = model.predict(obs, deterministic=deterministic)
-        obs, rewards, terminated, truncated, _ = env.step(action)
+        obs, rewards, terminated, truncated, infos = env.step(action)
         returns += np.where(done, 0.0, rewards)  # count each env's first episode only
+        if "final_info" in infos:
+            cut_off |= ~done & infos["final_info"]["length_limit"]
         done |= terminated | truncated
-    return float(returns.mean())
+    return float(returns.mean()), float(cut_off.mean())
 
 
-@pytest.mark.slow
-def test_unmodified_sb3_ppo_learns_copy_with_the_transformer_policy(one_thread):
+def sb3_ppo_as_the_example_builds_it(seed: int) -> PPO:
+    """``examples/sb3_ppo.py``'s settings."""
     venv = SB3VecEnv(TextGenVectorEnv(num_envs=16, task="copy", info_text=False, **SMALL_COPY))
     model = PPO(
         "TransformerPolicy",
@@ -210,12 +219,23 @@ def test_unmodified_sb3_ppo_learns_copy_with_the_transformer_policy(one_thread):
         n_steps=32,
         batch_size=128,
         n_epochs=4,
-        seed=0,
+        seed=seed,
         device="cpu",
     )
-    before = mean_episode_reward(model, deterministic=True), mean_episode_reward(model, deterministic=False)
-    model.learn(total_timesteps=32768)
-    after = mean_episode_reward(model, deterministic=True), mean_episode_reward(model, deterministic=False)
-    # Seeds 0-2 gave before <= (0.08, 0.14) and after >= (0.44, 0.40) (BLEU in [0, 1]).
-    assert after[0] > before[0] + 0.2, (before, after)
-    assert after[1] > before[1] + 0.15, (before, after)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unmodified_sb3_ppo_learns_copy_with_the_transformer_policy(one_thread, seed):
+    """Before the cut-off was reported as terminal, SB3 bootstrapped V(s_T) there (V averaged 1.2, above the
+    largest return of 1.0) and greedy play wrote until the cut-off: 0.354 / 0.313 (seeds 0 / 1) after
+    16,384 steps, every test episode cut off."""
+    model = sb3_ppo_as_the_example_builds_it(seed)
+    before, _ = mean_episode_reward(model, deterministic=True)
+    model.learn(total_timesteps=16_384)
+    greedy, cut_off = mean_episode_reward(model, deterministic=True)
+    sampled, _ = mean_episode_reward(model, deterministic=False)
+    print(f"\nSB3 PPO seed {seed}, 16,384 steps: greedy {before:.3f} -> {greedy:.3f} ({cut_off:.0%} cut off)")
+    print(f"sampled after: {sampled:.3f}")
+    assert greedy >= 0.9 and cut_off < 0.1, (greedy, cut_off)

@@ -13,7 +13,8 @@ EQUIVALENCE_CASES = [
     pytest.param(
         {"task": "numbers", "reward": {"bleu": 1.0, "lm": 0.1}, "shaping": True}, id="numbers-mixed-shaped"
     ),
-    pytest.param({"task": "reverse", "reward": "bleu", "max_new_tokens": 4}, id="reverse-truncating"),
+    pytest.param({"task": "reverse", "reward": "bleu", "max_new_tokens": 4}, id="reverse-length-limit"),
+    pytest.param({"task": "sort", "sampling": "sequential"}, id="sort-sequential"),
 ]
 
 
@@ -27,7 +28,8 @@ def random_actions(rng, n, vocab, eos_id):
 def test_vector_env_equals_sync_vector_env_of_single_envs(kwargs):
     n, steps = 6, 1000
     sync = SyncVectorEnv(
-        [lambda: TextGenEnv(**kwargs) for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP
+        [lambda i=i: TextGenEnv(env_index=i, num_envs=n, **kwargs) for i in range(n)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
     )
     native = TextGenVectorEnv(num_envs=n, **kwargs)
     obs_s, _ = sync.reset(seed=11)
@@ -52,9 +54,10 @@ def test_vector_env_equals_sync_vector_env_of_single_envs(kwargs):
             for i in np.flatnonzero(mask):
                 for key in obs_s:
                     np.testing.assert_array_equal(info_s["final_obs"][i][key], info_n["final_obs"][i][key])
-            np.testing.assert_array_equal(
-                info_s["final_info"]["text"][mask], info_n["final_info"]["text"][mask]
-            )
+            for key in ("text", "length_limit", "invalid_action"):
+                np.testing.assert_array_equal(
+                    info_s["final_info"][key][mask], info_n["final_info"][key][mask]
+                )
             ended += int(mask.sum())
     assert ended > 100
     # A second reset without a seed continues each env's sequence of examples identically.
@@ -127,3 +130,70 @@ def test_action_masks_are_per_env():
     masks = venv.action_masks()
     assert masks.shape == (5, venv.tokenizer.vocab_size) and masks.dtype == bool
     assert not masks[:, venv.tokenizer.pad_id].any() and masks[:, venv.tokenizer.eos_id].all()
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_reaching_max_new_tokens_terminates_with_the_length_limit_flag(vector):
+    """The cut-off is a terminal state (nothing is earned after it), never a truncation to bootstrap."""
+    kwargs = {"task": "copy", "max_new_tokens": 3}
+    env = TextGenVectorEnv(num_envs=2, **kwargs) if vector else TextGenEnv(**kwargs)
+    env.reset(seed=0)
+    tok = env.tokenizer
+    word = tok.token_to_id["a"]
+    for step in range(3):
+        if vector:  # env 0 writes until the cut-off; env 1 ends with eos at the last step
+            actions = np.array([word, tok.eos_id if step == 2 else word])
+            _, _, terminated, truncated, info = env.step(actions)
+        else:
+            _, _, terminated, truncated, info = env.step(word)
+        if step < 2:
+            assert not np.any(terminated) and not np.any(truncated)
+    if vector:
+        assert list(terminated) == [True, True] and list(truncated) == [False, False]
+        assert list(info["final_info"]["length_limit"]) == [True, False]
+        assert list(info["final_info"]["_length_limit"]) == [True, True]
+    else:
+        assert terminated and not truncated and info["length_limit"] is True
+
+
+def test_episodes_ended_by_eos_or_an_invalid_id_are_not_length_limited():
+    env = TextGenEnv(task="copy", max_new_tokens=3)
+    env.reset(seed=0)
+    *_, terminated, _, info = env.step(env.tokenizer.eos_id)
+    assert terminated and info["length_limit"] is False
+    env.reset()
+    *_, terminated, _, info = env.step(env.tokenizer.pad_id)
+    assert terminated and info["invalid_action"] and info["length_limit"] is False
+
+
+def test_sequential_sampling_covers_distinct_rows_across_envs():
+    """8 envs x 8 episodes visit 64 distinct rows (the envs used to replay each other's rows: 15 of 64)."""
+    n, episodes = 8, 8
+    venv = TextGenVectorEnv(num_envs=n, task="copy", sampling="sequential")
+    venv.reset(seed=0)
+    seen = [venv.example_index.clone()]
+    eos = np.full(n, venv.tokenizer.eos_id)
+    for _ in range(episodes - 1):
+        venv.step(eos)
+        seen.append(venv.example_index.clone())
+    rows = torch.stack(seen)
+    assert len(set(rows.flatten().tolist())) == n * episodes
+    # Env i walks seed + i + k * num_envs: together, consecutive rows.
+    assert sorted(rows.flatten().tolist()) == list(range(n * episodes))
+    singles = [TextGenEnv(task="copy", sampling="sequential", env_index=i, num_envs=n) for i in range(n)]
+    for i, env in enumerate(singles):
+        walked = [env.reset(seed=i)[1]["example_index"]] + [env.reset()[1]["example_index"] for _ in range(7)]
+        assert walked == rows[:, i].tolist()
+
+
+@pytest.mark.parametrize(
+    "env_index, num_envs, message",
+    [
+        (2, 2, "0 <= env_index < num_envs"),
+        (-1, 4, "0 <= env_index < num_envs"),
+        (0.5, 2, "env_index must be"),
+    ],
+)
+def test_bad_env_index_is_a_clear_error(env_index, num_envs, message):
+    with pytest.raises(ValueError, match=message):
+        TextGenEnv(task="copy", env_index=env_index, num_envs=num_envs)

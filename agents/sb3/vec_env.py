@@ -21,7 +21,9 @@ class SB3VecEnv(VecEnv):
     """Wrap a :class:`TextGenVectorEnv` (``output="numpy"``) as an SB3 ``VecEnv``.
 
     Ended episodes carry ``infos[i]["episode"] = {"r": return, "l": length}`` (what SB3's ``Monitor``
-    writes, so ``rollout/ep_rew_mean`` is logged), ``"terminal_observation"`` and ``"TimeLimit.truncated"``.
+    writes, so ``rollout/ep_rew_mean`` is logged), ``"terminal_observation"``, ``"TimeLimit.truncated"``
+    and ``"length_limit"``. The env reports its ``max_new_tokens`` cut-off as terminated (a terminal state
+    of the MDP), so ``TimeLimit.truncated`` is False there and SB3 does not bootstrap a value past it.
     ``env_method("action_masks")`` serves sb3-contrib's ``MaskablePPO``.
     """
 
@@ -60,6 +62,7 @@ class SB3VecEnv(VecEnv):
             sb3_infos[i] = {
                 "terminal_observation": final_obs,
                 "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
+                "length_limit": bool(infos["final_info"]["length_limit"][i]),
                 "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i])},
             }
             if "text" in infos["final_info"]:
