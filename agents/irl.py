@@ -330,6 +330,7 @@ class IRL:
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps <= 0:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
         algo = self.algorithm
+        algo.ensure_reference_policy()  # the KL leash (if on) holds to the policy as IRL found it
         callback = algo._init_callback(callback)
         callback.init_callback(self)
         callback.on_training_start(locals(), globals())

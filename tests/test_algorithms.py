@@ -84,6 +84,72 @@ def test_same_seed_gives_identical_results(name):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_seed_fixes_the_initial_weights_of_an_alias_built_policy(name):
+    """As Stable-Baselines3's ``seed``: same seed, same starting policy, whatever the global generator."""
+    torch.manual_seed(1)
+    first = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=5, **TINY))
+    torch.manual_seed(2)
+    global_state = torch.get_rng_state()
+    second = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=5, **TINY))
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global generator is left alone
+    other = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=6, **TINY))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_the_episode_return_buffer_survives_a_checkpoint(name, tmp_path):
+    """``rollout/ep_rew_mean`` after ``load`` averages the same episodes as the uninterrupted run."""
+    model = ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=0, **TINY).learn(96)
+    assert len(model.ep_info_buffer) >= 16
+    model.save(tmp_path / "model.zip")
+    loaded = ALGORITHMS[name].load(tmp_path / "model.zip", env=copy_env(), device="cpu")
+    assert loaded.ep_info_buffer == model.ep_info_buffer
+
+
+def test_ppo_target_kl_stops_before_the_step_that_crosses_it():
+    """With a tiny ``target_kl`` the first minibatch steps (the policy still equals the rollout's, KL 0) and
+    the second finds the KL too large and is not applied: one optimizer step, as in Stable-Baselines3."""
+    model = PPO("TransformerPolicy", copy_env(), seed=0, target_kl=1e-9, batch_size=2, **TINY)
+    first = next(model.policy.parameters())
+    model.learn(8)
+    assert model.optimizer.state[first]["step"].item() == 1
+    model.target_kl = None
+    model.learn(8)  # without the stop: 4 epochs x 4 minibatches of the 8 episodes
+    assert model.optimizer.state[first]["step"].item() == 1 + 16
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_updates_score_episodes_as_the_rollout_sampled_them_with_dropout(name, monkeypatch):
+    """Dropout is off in the rollout (eval mode); the update must score in the same mode, or the ratio is
+    off 1 before any step (mean |log ratio| 0.05 with dropout 0.1)."""
+    kwargs = TINY | {"policy_kwargs": {"n_layer": 1, "n_embd": 32, "dropout": 0.1}}
+    model = ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=0, **kwargs)
+    traj = model.collect_rollout()
+    modes = []
+    evaluate_sequences = model.policy.evaluate_sequences
+
+    def spy(*args, **kw):
+        modes.append(model.policy.training)
+        return evaluate_sequences(*args, **kw)
+
+    monkeypatch.setattr(model.policy, "evaluate_sequences", spy)
+    model.policy.train()  # whatever mode a user left it in
+    model.train(traj)
+    assert modes and not any(modes)
+    # Why: before any step, eval-mode scores equal the rollout's log-probs; train-mode scores do not.
+    batch = model.collect_rollout().unpack()
+    mask = batch.mask
+    gaps = {}
+    for mode in ("eval", "train"):
+        getattr(model.policy, mode)()
+        with torch.no_grad():
+            scores = model.evaluate_rollout(batch)
+        gaps[mode] = (scores.log_probs - batch.log_probs).abs()[mask].mean().item()
+    assert gaps["eval"] < 1e-4 < 1e-2 < gaps["train"], gaps
+
+
 def test_callbacks_are_called_and_can_stop_training():
     class StopAfterTwo(BaseCallback):
         def _on_step(self) -> bool:

@@ -71,6 +71,25 @@ def test_learn_updates_reward_and_policy_and_logs(env, loss, policy_algorithm):
     assert all(np.isfinite(v) for k, v in seen.items() if k != "effective_samples")
 
 
+def test_the_kl_leash_holds_inside_irl(env):
+    """IRL drives the policy algorithm's updates without its ``learn``; the frozen reference must still be
+    the policy as IRL found it, so the leash charges for moving away (it charged nothing: the current policy
+    served as its own reference, |log pi_old - log pi_ref| <= 2.4e-7 over 7 updates)."""
+    irl = make_irl(env, algorithm_kwargs={"kl_coef": 1.0, "target_kl_penalty": 5.0})
+    start = parameters(irl.policy)
+    kls = []
+
+    def record(local_vars, _globals):
+        kls.append(local_vars["policy_stats"]["kl"])
+        return True
+
+    irl.learn(7 * 16 * 8, callback=record)
+    reference = irl.algorithm.reference_policy
+    assert reference is not None and torch.equal(parameters(reference), start)
+    assert not torch.equal(parameters(irl.policy), start)
+    assert max(abs(kl) for kl in kls[1:]) > 1e-3, kls  # per-episode KL once the policy has moved
+
+
 def test_reward_updates_lower_the_reward_loss_on_a_fixed_batch(env):
     """Reward steps descend the max-ent loss: on the same rollout and the same demonstrations it falls."""
     irl = make_irl(env, reward_steps=1)

@@ -33,7 +33,7 @@ class A2C(TextRLAlgorithm):
         mask = batch.mask.float()
         advantages, returns = generalized_advantages(rewards, batch.values, mask, self.gamma, self.gae_lambda)
 
-        self.policy.train()
+        self.policy.eval()  # scored as the rollout sampled: dropout off in both (see PPO.train)
         scores = self.evaluate_rollout(batch)
         policy_loss = -masked_mean(scores.log_probs * advantages, mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)

@@ -101,9 +101,12 @@ class TextRLAlgorithm:
     :param kl_coef: weight beta of the per-token KL penalty to the reference policy (0 disables it).
     :param target_kl_penalty: None for a fixed ``kl_coef``, else the per-episode KL the adaptive
         controller aims at.
-    :param reference_policy: the frozen reference; default: a copy of the policy when ``learn`` first runs
-        (e.g. right after ``pretrain``).
-    :param seed: seeds the env's example sequence, sampling and any grouping of prompts.
+    :param reference_policy: the frozen reference; default: a copy of the policy when training first
+        starts (``learn``, or the first update driven by another loop such as :class:`agents.IRL`), e.g.
+        right after ``pretrain``.
+    :param seed: seeds the initial weights of a policy built from an alias (as Stable-Baselines3's ``seed``
+        does; the global torch generator is left as it was), the env's example sequence, sampling and any
+        grouping of prompts.
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ...; a policy object keeps its own device.
     :param verbose: 0 silent, 1 log to stdout.
     :param tensorboard_log: a folder for tensorboard logs (None: none).
@@ -138,7 +141,11 @@ class TextRLAlgorithm:
                 raise ValueError(
                     f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy"
                 )
-            policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
+            # The weights are drawn on the CPU (then moved), so seeding the CPU generator fixes them.
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
         elif not isinstance(policy, TransformerPolicy):
             raise ValueError(f"policy must be a TransformerPolicy or an alias, got {type(policy).__name__}")
         policy.check_env(env)
@@ -225,13 +232,28 @@ class TextRLAlgorithm:
         """Options for the env reset of a rollout (leave-one-out REINFORCE groups prompts)."""
         return None
 
+    @property
+    def uses_kl_penalty(self) -> bool:
+        """Whether a KL term is on (``kl_coef > 0``, or an adaptive target that may raise it)."""
+        return self.kl.coef > 0 or self.kl.target is not None
+
+    def ensure_reference_policy(self) -> None:
+        """Freeze a copy of the policy as the KL reference if a KL term is on and none exists yet.
+
+        Called wherever training starts (:meth:`learn`, other loops such as :class:`agents.IRL`) and again by
+        :meth:`penalised_rewards`, which runs before an update's first gradient step: so the reference is
+        the policy as it was before this algorithm changed it, whoever drives the updates."""
+        if self.reference_policy is None and self.uses_kl_penalty:
+            self.reference_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+
     def penalised_rewards(self, batch: PaddedTrajectories) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rewards - beta * kl, kl)``, each ``[N, T]``; kl is log pi_old - log pi_ref per token.
 
         ``batch``: :meth:`Trajectories.unpack` of the rollout."""
-        if self.kl.coef == 0 and self.kl.target is None:
+        if not self.uses_kl_penalty:
             # No leash: the reference policy's forward pass would be multiplied by 0, so skip it.
             return batch.rewards, torch.zeros_like(batch.rewards)
+        self.ensure_reference_policy()
         with torch.no_grad():
             ref = self.evaluate_rollout(batch, self.reference_policy)
         kl = (batch.log_probs - ref.log_probs) * batch.mask
@@ -340,8 +362,7 @@ class TextRLAlgorithm:
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps if not reset_num_timesteps else total_timesteps
-        if self.reference_policy is None and (self.kl.coef > 0 or self.kl.target is not None):
-            self.reference_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.ensure_reference_policy()
         callback = self._init_callback(callback)
         callback.on_training_start(locals(), globals())
         bar = tqdm(total=total_timesteps, desc=type(self).__name__, disable=not progress_bar)
@@ -444,6 +465,7 @@ class TextRLAlgorithm:
             "env_episode_counts": self.env._episode_counts.tolist(),
             "env_seeded": self._env_seeded,
             "reference": None if self.reference_policy is None else self.reference_policy.model.state_dict(),
+            "ep_info_buffer": list(self.ep_info_buffer),
             "attributes": {name: getattr(self, name) for name in self._state_attributes},
         }
         buffers = {}
@@ -503,6 +525,8 @@ class TextRLAlgorithm:
             model.env._seed_keys = np.array(state["env_seed_keys"], dtype=np.uint64)
         model.env._episode_counts = np.array(state["env_episode_counts"], dtype=np.uint64)
         model._env_seeded = state["env_seeded"]
+        # Absent from checkpoints written before it was saved: those resume with an empty buffer.
+        model.ep_info_buffer = list(state.get("ep_info_buffer", []))
         for name, value in state["attributes"].items():
             setattr(model, name, value)
         if state["reference"] is not None:

@@ -22,7 +22,8 @@ class PPO(TextRLAlgorithm):
     :param clip_range: epsilon of the ratio clipping.
     :param gae_lambda: GAE lambda.
     :param normalize_advantage: standardise advantages per minibatch.
-    :param target_kl: stop the epochs early when the approximate KL(old || new) exceeds it (None: never).
+    :param target_kl: stop the epochs early, before the minibatch whose approximate KL(old || new) exceeds
+        ``1.5 * target_kl`` takes its step, as Stable-Baselines3 does (None: never).
     Other parameters: :class:`TextRLAlgorithm`.
     """
 
@@ -69,8 +70,11 @@ class PPO(TextRLAlgorithm):
         )
         prompt_lengths = self.policy.prompt_lengths(batch.prompts)
         n = batch.lengths.shape[0]
-        self.policy.train()
+        # Scored as the rollout sampled (eval mode): with dropout on in the update, the ratio would be off 1
+        # before any step, and clipping would act on dropout noise.
+        self.policy.eval()
         logged: list[torch.Tensor] = []
+        optimizer_steps = 0
         stopped = False
         for _ in range(self.n_epochs):
             order = torch.randperm(n, generator=self.generator, device=self.device)
@@ -101,7 +105,6 @@ class PPO(TextRLAlgorithm):
                 value_loss = masked_mean((scores.values - returns) ** 2, mask)
                 entropy = masked_mean(scores.entropy, mask)
                 loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
-                self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
 
                 with torch.no_grad():
                     approx_kl = masked_mean(ratio - 1 - log_ratio, mask)  # Schulman's k3 estimator
@@ -110,9 +113,13 @@ class PPO(TextRLAlgorithm):
                     logged.append(
                         torch.stack([policy_loss, value_loss, entropy, clip_fraction, approx_kl]).detach()
                     )
+                # Checked before stepping, as Stable-Baselines3 does: the minibatch that finds the policy
+                # too far from the rollout's is not applied.
                 if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
                     stopped = True
                     break
+                self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
+                optimizer_steps += 1
             if stopped:
                 break
         episode_kl = float(kl.sum(1).mean())
@@ -124,4 +131,5 @@ class PPO(TextRLAlgorithm):
         stats["kl"] = episode_kl
         stats["explained_variance"] = explained_variance(batch.values, returns_all, batch.mask)
         stats["early_stopped"] = float(stopped)
+        stats["optimizer_steps"] = float(optimizer_steps)
         return stats

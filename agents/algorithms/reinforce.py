@@ -75,7 +75,7 @@ class REINFORCE(TextRLAlgorithm):
             baseline = (others.reshape(-1, 1) + returns - returns[:, :1]) * mask  # b_t = G_t - (G_0 - b)
         advantages = (returns - baseline) * mask
 
-        self.policy.train()
+        self.policy.eval()  # scored as the rollout sampled: dropout off in both (see PPO.train)
         scores = self.evaluate_rollout(batch)
         policy_loss = -masked_mean(scores.log_probs * advantages.detach(), mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)
