@@ -14,8 +14,8 @@ from-scratch settings of :data:`SCRATCH_SETTINGS`, longer runs). Each run is the
 first ``--max-examples`` test examples. Written into ``--out``:
 
 * ``results.md``: one markdown table per task: the start policy (the MLE start), then one row per
-  algorithm with the test mean reward, BLEU and exact match as mean ± std over seeds and the training wall
-  time per run (the table is printed too);
+  algorithm with the test mean reward, corpus BLEU, mean sentence BLEU, chrF and exact match as mean ± std
+  over seeds and the training wall time per run (the table is printed too);
 * ``results.json``: the settings, the start policy's scores and every run's numbers and learning curve;
 * ``learning_curves.png``: one panel per task, mean episode reward (last 100 training episodes) against env
   steps, averaged over seeds, per algorithm.
@@ -101,10 +101,13 @@ def make_env(env_id: str) -> gym.Env:
     return gym.make(env_id, **({"task_kwargs": task_kwargs} if task_kwargs else {}))
 
 
+SCORES = ("mean_reward", "bleu", "mean_sentence_bleu", "chrf", "exact_match")
+
+
 def score_on_test(policy: TransformerPolicy, env: gym.Env, max_examples: int) -> dict[str, float]:
-    """Greedy decoding on the test split: mean reward, BLEU and exact match."""
+    """Greedy decoding on the test split: the :data:`SCORES` of :func:`agents.evaluation.evaluate`."""
     result = evaluate(policy, env, split="test", method="greedy", max_examples=max_examples)
-    return {key: float(result[key]) for key in ("mean_reward", "bleu", "exact_match")}
+    return {key: float(result[key]) for key in SCORES}
 
 
 def start_epochs(env_id: str, pretrain_epochs: int | None) -> int:
@@ -191,11 +194,14 @@ def format_tables(results: dict[str, Any]) -> str:
             "",
             f"## {task} `{json.dumps(start['task_kwargs'])}`",
             "",
-            # Exact match too: BLEU-4 is 0 for outputs shorter than 4 tokens, e.g. every small-copy answer.
-            "| policy | test mean reward | test BLEU | test exact match | wall time per run (s) |",
-            "|---|---:|---:|---:|---:|",
+            # Corpus BLEU-4 is 0 when no output has 4 tokens (every small-copy answer), so the table also
+            # gives the mean sentence BLEU (effective order), chrF (characters) and exact match.
+            "| policy | test mean reward | test corpus BLEU | test sentence BLEU | test chrF "
+            "| test exact match | wall time per run (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             # The start is one deterministic policy, so it has a single score rather than a spread.
             f"| {start_name} | {start['test_mean_reward']:.3f} | {start['test_bleu']:.1f} | "
+            f"{start['test_mean_sentence_bleu']:.1f} | {start['test_chrf']:.1f} | "
             f"{start['test_exact_match']:.3f} | "
             f"{start['pretrain_seconds']:.1f} |",
         ]
@@ -204,6 +210,8 @@ def format_tables(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {algo} | {mean_std([r['test_mean_reward'] for r in runs], 3)} | "
                 f"{mean_std([r['test_bleu'] for r in runs], 1)} | "
+                f"{mean_std([r['test_mean_sentence_bleu'] for r in runs], 1)} | "
+                f"{mean_std([r['test_chrf'] for r in runs], 1)} | "
                 f"{mean_std([r['test_exact_match'] for r in runs], 3)} | "
                 f"{mean_std([r['seconds'] for r in runs], 1)} |"
             )
@@ -358,7 +366,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 results["runs"].append(record)
                 print(
                     f"{task} {algo} seed {seed}: test mean reward {record['test_mean_reward']:.3f}, "
-                    f"BLEU {record['test_bleu']:.1f} ({record['seconds']:.1f}s)",
+                    f"BLEU {record['test_bleu']:.1f}, chrF {record['test_chrf']:.1f} ({record['seconds']:.1f}s)",
                     flush=True,
                 )
     results["total_seconds"] = time.perf_counter() - started

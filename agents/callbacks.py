@@ -67,7 +67,16 @@ class TextEvalCallback(BaseCallback):
                 f"unknown metric {self.metric!r}; valid: {sorted(k for k in results if k != 'method')}"
             )
         self.evaluations.append((self.num_timesteps, results))
-        for key in ("bleu", "exact_match", "mean_reward", "lm_score", "distinct_2", "mean_length"):
+        for key in (
+            "bleu",
+            "mean_sentence_bleu",
+            "chrf",
+            "exact_match",
+            "mean_reward",
+            "lm_score",
+            "distinct_2",
+            "mean_length",
+        ):
             self.logger.record(f"eval/{key}", results[key])
         if results[self.metric] > self.best:
             self.best = results[self.metric]

@@ -1,13 +1,19 @@
-"""``evaluate``: decode a split with a policy and report corpus BLEU, exact match, env reward and more."""
+"""``evaluate``: decode a split with a policy and report BLEU, chrF, exact match, env reward and more.
+
+Three overlap scores, because corpus BLEU alone misleads on short outputs: it needs 4-gram matches, so a
+corpus of one- to three-token outputs scores 0 even when every output is exactly right. The mean sentence
+BLEU (what the ``bleu`` reward pays, with effective order) and chrF (character n-grams) stay readable there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from agents.decoding import DecodeOutput
+from agents.decoding import DEFAULT_LENGTH_PENALTY, DecodeOutput
 from agents.generate import decode_ids
 from agents.policy import TransformerPolicy, env_setup_of
 from lmrl_gym.env_setup import EnvSetup
@@ -18,6 +24,8 @@ from lmrl_gym.vector_env import TextGenVectorEnv
 
 METRICS = (
     "bleu",
+    "mean_sentence_bleu",
+    "chrf",
     "exact_match",
     "mean_reward",
     "lm_score",
@@ -42,6 +50,31 @@ def distinct_n(tokens: torch.Tensor, lengths: torch.Tensor, n: int, vocab_size: 
     inside = torch.arange(t - n + 1, device=tokens.device)[None, :] < (lengths[:, None] - n + 1)
     total = int(inside.sum())
     return float(torch.unique(keys[inside]).numel() / total) if total else 0.0
+
+
+def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, str]:
+    """Corpus chrF of texts against their references, by sacreBLEU's ``CHRF()`` with its defaults
+    (character n-grams of order 1-6, no word n-grams, beta 2, whitespace ignored, case kept).
+
+    :param hypotheses: N output texts.
+    :param references: N lists of reference texts, one or more each (the number may differ).
+    :return: ``(score, signature)``: chrF on the 0-100 scale and sacreBLEU's signature of the metric,
+        e.g. ``"nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"``.
+    :raises ValueError: if the lengths differ or an output has no reference.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    if any(len(refs) == 0 for refs in references):
+        raise ValueError("every hypothesis needs at least one reference")
+    # Imported here: only evaluation needs sacreBLEU, and ``import agents`` stays as cheap as it was.
+    from sacrebleu.metrics import CHRF
+
+    # sacreBLEU takes reference streams (the k-th reference of every segment); None marks a missing one.
+    num_refs = max((len(refs) for refs in references), default=0)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(num_refs)]
+    metric = CHRF()
+    score = metric.corpus_score(list(hypotheses), streams)
+    return float(score.score), str(metric.get_signature())
 
 
 def evaluation_lm(setup: EnvSetup, order: int = 3) -> KneserNeyLM:
@@ -79,7 +112,7 @@ def evaluate(
     split: str = "test",
     method: str = "greedy",
     beam_size: int = 4,
-    length_penalty: float = 0.6,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -93,7 +126,12 @@ def evaluate(
     :param method: ``"greedy"``, ``"sample"`` (temperature / top-k / top-p) or ``"beam"``.
     :param max_examples: evaluate only the first N examples of the split.
     :return: ``bleu`` (corpus BLEU 0-100 against all references of each example, sacreBLEU's corpus settings:
-        exp smoothing, effective order off; signature in ``bleu_signature``), ``exact_match`` (fraction),
+        exp smoothing, effective order off; signature in ``bleu_signature``; 0 whenever no output has four
+        tokens), ``mean_sentence_bleu`` (mean over outputs of sentence BLEU 0-100 on token ids with exp
+        smoothing and effective order: the number the env's default ``bleu`` reward pays, times 100;
+        signature in ``sentence_bleu_signature``), ``chrf`` (corpus chrF 0-100 of the decoded texts against
+        the task's reference texts, sacreBLEU's ``CHRF()`` defaults; signature in ``chrf_signature``, see
+        :func:`corpus_chrf`), ``exact_match`` (fraction),
         ``mean_reward`` (mean episode return the environment pays), ``lm_score`` (mean log-probability
         per output, eos included, under a trigram Kneser-Ney model of the training references),
         ``distinct_1`` / ``distinct_2``, ``mean_length`` (tokens, eos excluded), ``count``, plus
@@ -128,7 +166,8 @@ def evaluate(
         refs = torch.as_tensor(data.references[rows.numpy()], device=policy.device)
         ref_len = torch.as_tensor(data.reference_lengths[rows.numpy()], device=policy.device)
         ref_mask = torch.as_tensor(data.reference_mask[rows.numpy()], device=policy.device)
-        totals["stats"].append(bleu_statistics(tokens, lengths, refs, ref_len, ref_mask).sum())
+        # Per output, not summed: the corpus score sums them, the sentence scores need them one by one.
+        totals["stats"].append(bleu_statistics(tokens, lengths, refs, ref_len, ref_mask))
         totals["exact"] += float(exact_match(tokens, lengths, refs, ref_len, ref_mask).sum())
         totals["reward"] += float(replay_rewards(setup, split, rows, out, tok.eos_id).sum())
         totals["lm"] += float(lm.sequence_logprob(tokens.cpu().numpy(), lengths.cpu().numpy()).sum())
@@ -140,9 +179,16 @@ def evaluate(
         [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=tok.pad_id) for t in all_tokens]
     )
     lengths = torch.cat(all_lengths)
-    corpus_stats = BleuStatistics(*(torch.cat(field) for field in zip(*totals["stats"], strict=True))).sum()
+    output_stats = BleuStatistics(*(torch.cat(field) for field in zip(*totals["stats"], strict=True)))
+    sentence_bleu = bleu_from_statistics(output_stats, "exp", None, effective_order=True)  # [count]
+    # chrF is defined on characters, so it scores the decoded texts against the task's own reference texts
+    # (what sacreBLEU would be given outside this library), not the reference ids.
+    texts = [tok.decode(t[:n].tolist()) for t, n in zip(tokens, lengths.tolist(), strict=True)]
+    chrf, chrf_signature = corpus_chrf(texts, [data.examples[i].references for i in range(count)])
     results = {
-        "bleu": float(bleu_from_statistics(corpus_stats, "exp", None, effective_order=False)[0]),
+        "bleu": float(bleu_from_statistics(output_stats.sum(), "exp", None, effective_order=False)[0]),
+        "mean_sentence_bleu": float(sentence_bleu.mean()),
+        "chrf": chrf,
         "exact_match": totals["exact"] / count,
         "mean_reward": totals["reward"] / count,
         "lm_score": totals["lm"] / count,
@@ -153,6 +199,8 @@ def evaluate(
         "method": method if method != "beam" else f"beam{beam_size}",
         "split": split,
         "bleu_signature": bleu_signature("exp", None, False) + " corpus",
+        "sentence_bleu_signature": bleu_signature("exp", None, True) + " sentence, mean over outputs",
+        "chrf_signature": chrf_signature,
     }
     if print_table:
         print(format_evaluation(results))
@@ -160,12 +208,14 @@ def evaluate(
 
 
 def format_evaluation(*results: dict[str, Any], names: list[str] | None = None) -> str:
-    """A markdown table of one or more :func:`evaluate` results, with the BLEU signature below it."""
+    """A markdown table of one or more :func:`evaluate` results, with the BLEU and chrF signatures below it."""
     names = names or [f"{r['method']} ({r['split']})" for r in results]
     header = "| metric | " + " | ".join(names) + " |"
     lines = [header, "|---|" + "---:|" * len(results)]
     for metric in METRICS:
         cells = [f"{r[metric]:.0f}" if metric == "count" else f"{r[metric]:.4g}" for r in results]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    lines.append(f"\nBLEU: {results[0]['bleu_signature']}")
+    lines.append(f"\nbleu: {results[0]['bleu_signature']}")
+    lines.append(f"mean_sentence_bleu: {results[0]['sentence_bleu_signature']}")
+    lines.append(f"chrf: sacreBLEU chrF2 {results[0]['chrf_signature']}, decoded texts vs reference texts")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from agents.decoding import DecodeOutput, beam_search, greedy_decode, sample_decode
+from agents.decoding import DEFAULT_LENGTH_PENALTY, DecodeOutput, beam_search, greedy_decode, sample_decode
 from agents.policy import TransformerPolicy
 
 METHODS = ("greedy", "sample", "beam")
@@ -17,7 +17,7 @@ def decode_ids(
     prompt_ids: torch.Tensor,
     method: str = "greedy",
     beam_size: int = 4,
-    length_penalty: float = 0.6,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     num_return: int = 1,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -78,7 +78,7 @@ def decode(
     prompts: str | Sequence[str],
     method: str = "greedy",
     beam_size: int = 4,
-    length_penalty: float = 0.6,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     num_return: int = 1,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -90,7 +90,8 @@ def decode(
     :param prompts: one prompt or a list of prompts (text, tokenized with the policy's tokenizer).
     :param method: ``"greedy"``, ``"sample"`` or ``"beam"``.
     :param length_penalty: beam search ranks hypotheses by ``log_prob / ((5 + length) / 6) ** alpha``
-        (GNMT, Wu et al. 2016, who found alpha in 0.6-0.7 best); 0 = no penalty.
+        (GNMT, Wu et al. 2016, who found alpha in 0.6-0.7 best); 0 = no penalty; default
+        :data:`agents.decoding.DEFAULT_LENGTH_PENALTY` (0.6).
     :param num_return: with ``num_return > 1`` (beam: the n best; sample: n samples) each prompt gets a list
         of ``(text, score)`` pairs, best first for beam search.
     :return: one text per prompt, or lists of ``(text, score)`` when ``num_return > 1``.

@@ -23,21 +23,28 @@ def test_a_tiny_run_writes_the_table_the_records_and_the_curves(tmp_path, capsys
     # By default every algorithm fine-tunes the same short MLE start, which is the table's first row.
     assert [row.split("|")[1].strip() for row in rows] == ["MLE start (10 epochs)", "reinforce", "a2c"]
     assert all("±" in row for row in rows[1:])
+    header = next(line for line in table.splitlines() if line.startswith("| policy"))
+    assert [cell.strip() for cell in header.split("|")[2:7]] == [
+        "test mean reward", "test corpus BLEU", "test sentence BLEU", "test chrF", "test exact match",
+    ]  # fmt: skip
     assert table in capsys.readouterr().out
 
     results = json.loads((tmp_path / "results.json").read_text())
     runs = {(r["task"], r["algo"], r["seed"]) for r in results["runs"]}
     assert len(results["runs"]) == len(runs) == 4
     assert runs == {("TextGen-Copy-v0", a, s) for a in ("reinforce", "a2c") for s in (0, 1)}
+    start = results["start"]["TextGen-Copy-v0"]
+    for record in [*results["runs"], start]:
+        for key in ("test_bleu", "test_mean_sentence_bleu", "test_chrf"):
+            assert 0.0 <= record[key] <= 100.0
+        # The copy env's reward is sentence BLEU / 100, so the two columns carry the same number.
+        assert record["test_mean_sentence_bleu"] == pytest.approx(100 * record["test_mean_reward"])
     for record in results["runs"]:
         assert record["timesteps"] >= 300
-        assert 0.0 <= record["test_bleu"] <= 100.0
         # One point per rollout, at increasing step counts.
         steps = [step for step, _ in record["curve"]]
         assert steps and steps == sorted(steps)
-    start = results["start"]["TextGen-Copy-v0"]
     assert start["task_kwargs"] == {"num_symbols": 6, "min_length": 3, "max_length": 3}
-    assert 0.0 <= start["test_bleu"] <= 100.0
     assert start["pretrain_epochs"] == results["config"]["pretrain_epochs"]["TextGen-Copy-v0"] == 10
     assert results["config"]["algo_settings"] == {a: FINETUNE_SETTINGS[a] for a in ("reinforce", "a2c")}
 

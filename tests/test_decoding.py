@@ -7,6 +7,7 @@ those tokens and ``reorder`` is ``index_select``. Vocabulary: 0 pad (invalid), 1
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from agents.decoding import (
+    DEFAULT_LENGTH_PENALTY,
     DecodeOutput,
     IncrementalModel,
     beam_search,
@@ -406,6 +408,32 @@ def test_beam_with_fewer_hypotheses_than_num_return():
     for b in range(2):
         assert sorted(hypotheses(out, b)[:4]) == [((), True), ((2,), False), ((3,), False), ((4,), False)]
     assert torch.isfinite(out.scores[:, :4]).all() and (out.scores[:, 4:] == -math.inf).all()
+
+
+def test_every_beam_entry_point_defaults_to_one_length_penalty():
+    """beam_search, decode_ids, decode and evaluate share one default alpha (beam_search had 1.0)."""
+    from agents.evaluation import evaluate
+    from agents.generate import decode, decode_ids
+
+    assert DEFAULT_LENGTH_PENALTY == 0.6
+    for function in (beam_search, decode_ids, decode, evaluate):
+        default = inspect.signature(function).parameters["length_penalty"].default
+        assert default == DEFAULT_LENGTH_PENALTY, function.__name__
+
+
+def test_beam_search_without_length_penalty_ranks_with_the_default():
+    """On this table alpha 0.6 and 1.0 pick different best hypotheses; no argument must mean 0.6."""
+    model = random_model(2)
+    ids, lengths = batch_prompts(PROMPTS)
+    kwargs = dict(beam_size=4, max_new_tokens=6, eos_id=EOS, invalid_ids=INVALID)
+    with_06 = beam_search(model, ids, lengths, length_penalty=0.6, **kwargs)
+    with_10 = beam_search(model, ids, lengths, length_penalty=1.0, **kwargs)
+    rows = range(len(PROMPTS))
+    # The case discriminates: two prompts get a shorter best hypothesis with alpha 0.6 than with 1.0.
+    assert [hypotheses(with_06, b) == hypotheses(with_10, b) for b in rows].count(False) == 2
+    default = beam_search(model, ids, lengths, **kwargs)
+    assert [hypotheses(default, b) for b in rows] == [hypotheses(with_06, b) for b in rows]
+    torch.testing.assert_close(default.scores, with_06.scores, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------------------- batching

@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import sacrebleu
 import torch
 
 import lmrl_gym  # noqa: F401
@@ -107,8 +108,9 @@ def test_evaluate_reports_every_metric_and_the_env_reward(copy_env):
     policy = TransformerPolicy.for_env(copy_env, n_layer=1, n_embd=32, device="cpu")
     results = evaluate(policy, copy_env, split="validation", batch_size=7)
     assert results["count"] == len(copy_env.unwrapped.task.examples("validation"))
-    for key in ("bleu", "exact_match", "mean_reward", "lm_score", "distinct_1", "distinct_2", "mean_length"):
+    for key in ("bleu", "mean_sentence_bleu", "chrf", "exact_match", "mean_reward", "lm_score", "distinct_1"):
         assert np.isfinite(results[key])
+    assert np.isfinite(results["distinct_2"]) and np.isfinite(results["mean_length"])
     assert 0 <= results["bleu"] <= 100 and 0 <= results["exact_match"] <= 1
     # The env's reward is sentence BLEU / 100 of each (unfinished or eos-ended) output: recompute it.
     setup = copy_env.unwrapped.setup
@@ -117,9 +119,10 @@ def test_evaluate_reports_every_metric_and_the_env_reward(copy_env):
 
     data = EnvSetup(split="validation", **setup.kwargs).data
     out = decode_ids(policy, torch.as_tensor(data.prompts, dtype=torch.long))
-    expected = []
+    expected, texts = [], []
     for i in range(len(data)):
         hyp = out.tokens[i, 0, : out.lengths[i, 0]].tolist()
+        texts.append(" ".join(policy.tokenizer.id_to_token[t] for t in hyp))
         refs = [
             data.references[i, j, : data.reference_lengths[i, j]].tolist()
             for j in range(data.references.shape[1])
@@ -127,8 +130,14 @@ def test_evaluate_reports_every_metric_and_the_env_reward(copy_env):
         ]
         expected.append(sentence_bleu(hyp, refs) / 100)
     assert results["mean_reward"] == pytest.approx(np.mean(expected), abs=1e-9)
+    # Mean sentence BLEU is that reward on the 0-100 scale; chrF is sacreBLEU's on the decoded texts.
+    assert results["mean_sentence_bleu"] == pytest.approx(100 * np.mean(expected), abs=1e-9)
+    streams = [[ex.references[0] for ex in data.examples]]  # one reference per copy example
+    assert all(len(ex.references) == 1 for ex in data.examples)
+    assert results["chrf"] == pytest.approx(sacrebleu.corpus_chrf(texts, streams).score, abs=1e-9)
     table = format_evaluation(results)
     assert "| bleu |" in table and "BLEU(tokens=ids" in table
+    assert "| chrf |" in table and "| mean_sentence_bleu |" in table and "nc:6|nw:0" in table
 
 
 @pytest.mark.slow
