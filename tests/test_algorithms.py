@@ -86,13 +86,12 @@ def test_same_seed_gives_identical_results(name):
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_seed_fixes_the_initial_weights_of_an_alias_built_policy(name):
-    """As Stable-Baselines3's ``seed``: same seed, same starting policy, whatever the global generator."""
+    """As Stable-Baselines3's ``seed``: same seed, same starting policy, whatever state the global generator
+    was left in."""
     torch.manual_seed(1)
     first = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=5, **TINY))
     torch.manual_seed(2)
-    global_state = torch.get_rng_state()
     second = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=5, **TINY))
-    assert torch.equal(torch.get_rng_state(), global_state)  # the global generator is left alone
     other = parameters(ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=6, **TINY))
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))

@@ -104,9 +104,9 @@ class TextRLAlgorithm:
     :param reference_policy: the frozen reference; default: a copy of the policy when training first
         starts (``learn``, or the first update driven by another loop such as :class:`agents.IRL`), e.g.
         right after ``pretrain``.
-    :param seed: seeds the initial weights of a policy built from an alias (as Stable-Baselines3's ``seed``
-        does; the global torch generator is left as it was), the env's example sequence, sampling and any
-        grouping of prompts.
+    :param seed: seeds torch's global generator before a policy is built from an alias, so that its
+        initial weights are fixed (as Stable-Baselines3's ``seed`` does), and the env's example sequence,
+        sampling and any grouping of prompts.
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ...; a policy object keeps its own device.
     :param verbose: 0 silent, 1 log to stdout.
     :param tensorboard_log: a folder for tensorboard logs (None: none).
@@ -141,11 +141,12 @@ class TextRLAlgorithm:
                 raise ValueError(
                     f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy"
                 )
-            # The weights are drawn on the CPU (then moved), so seeding the CPU generator fixes them.
-            with torch.random.fork_rng(devices=[]):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
+            if seed is not None:
+                # As Stable-Baselines3's seed does: the global generator, which draws the weights (on the
+                # CPU, then moved). Callers that seeded it with the same value just before get the same
+                # weights (and the same generator state afterwards) as before seed= reached construction.
+                torch.manual_seed(seed)
+            policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
         elif not isinstance(policy, TransformerPolicy):
             raise ValueError(f"policy must be a TransformerPolicy or an alias, got {type(policy).__name__}")
         policy.check_env(env)
