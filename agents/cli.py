@@ -3,6 +3,7 @@
 Examples::
 
     lmrl-gym train --env TextGen-v0 --algo ppo --pretrain-epochs 1 --timesteps 20000 --seed 0 --out runs/x
+    lmrl-gym train --task my.jsonl --reward exact_match --env-kwargs '{"max_new_tokens": 6}' --out runs/mine
     lmrl-gym eval --checkpoint runs/x/policy.pt --env TextGen-v0 --method beam --beam-size 4
     lmrl-gym irl --env TextGen-Oracle-v0 --timesteps 60000 --out runs/irl
     lmrl-gym bench env --num-envs 256
@@ -11,9 +12,14 @@ Examples::
 ``train`` writes ``model.zip`` (the algorithm checkpoint), ``policy.pt`` (the policy alone, for ``eval``),
 ``progress.csv`` (Stable-Baselines3's CSV log, one row per rollout) and ``learning_curve.png`` into
 ``--out``. ``irl`` learns a reward from demonstrations (inverse RL) and writes ``reward_model.pt`` (for
-``gym.make(id, reward="learned", reward_model=...)``), ``policy.zip`` and ``progress.csv``. Invalid arguments exit with code 2 and a one-line message naming the valid choices.
+``gym.make(id, reward="learned", reward_model=...)``), ``policy.zip`` and ``progress.csv``.
+
+``--env-kwargs JSON`` passes keyword arguments to ``gym.make`` for the env (RL Zoo's flag), with the
+shortcuts ``--task``, ``--reward`` and ``--task-kwargs``; ``eval`` needs the ones the policy was trained with.
+Invalid arguments exit with code 2 and a one-line message naming the valid choices.
 """
 
+# ruff: noqa: E402  (the package-clash check must run before the other agents modules are imported)
 from __future__ import annotations
 
 import argparse
@@ -28,6 +34,13 @@ import gymnasium as gym
 import torch
 
 import lmrl_gym  # noqa: F401  (registers the TextGen ids that --env offers)
+from agents.package_clash import check_package_clash
+
+# Before the other agents modules, as in agents/__init__.py: where another distribution's agents/__init__.py
+# won (the OpenAI Agents SDK's, installed after ours), ours never ran this check, and the next import may be
+# that distribution's file (both have an agents/models).
+check_package_clash()
+
 from agents.algorithms import ALGORITHMS
 from agents.algorithms.base import POLICY_ALIASES
 from agents.callbacks import TextEvalCallback
@@ -35,6 +48,8 @@ from agents.evaluation import evaluate, format_evaluation
 from agents.models import ARCHS
 from agents.policy import TransformerPolicy
 from agents.pretrain import pretrain
+from lmrl_gym.env import ENV_ARGUMENTS
+from lmrl_gym.rewards import list_rewards
 
 BENCHMARKS = ("env", "decoding", "algorithms", "ppo-vs-sb3")
 METHODS = ("greedy", "beam", "sample")
@@ -118,8 +133,53 @@ def json_object(text: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------- shared helpers
 
 
+# The env arguments the commands set themselves, and why: --env-kwargs rejects them with that reason.
+SET_BY_THE_COMMAND = {
+    "split": "each command picks its splits (train: RL on 'train', checks on 'validation', results on "
+    "'test'; eval: --split)",
+    "render_mode": "the commands render nothing",
+    # A single env's place among envs played side by side: the vector envs of the commands set it.
+    "env_index": "the commands' vector envs set it",
+    "num_envs": "the commands' vector envs set it (train, irl: --n-envs)",
+}
+# What --env-kwargs accepts: TextGenEnv's arguments, less those.
+CLI_ENV_ARGUMENTS = tuple(name for name in ENV_ARGUMENTS if name not in SET_BY_THE_COMMAND)
+# The shortcut flags, by the env argument each sets.
+ENV_SHORTCUTS = {"task": "--task", "reward": "--reward", "task_kwargs": "--task-kwargs"}
+
+
+def env_kwargs_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object of env arguments (keys of :data:`CLI_ENV_ARGUMENTS`)."""
+    kwargs = json_object(text)
+    for key in kwargs:
+        if key in SET_BY_THE_COMMAND:
+            raise argparse.ArgumentTypeError(f"{key!r} cannot be set here: {SET_BY_THE_COMMAND[key]}")
+    unknown = [key for key in kwargs if key not in CLI_ENV_ARGUMENTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(CLI_ENV_ARGUMENTS)}"
+        )
+    return kwargs
+
+
+class StoreOnce(argparse.Action):
+    """Store the value, or exit 2 if the option was already given (argparse would keep the last silently)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"argument {option_string}: given twice; give it once")
+        setattr(namespace, self.dest, values)
+
+
 def add_env_arguments(parser: argparse.ArgumentParser, default_env: str = "TextGen-v0") -> None:
-    """``--env`` and ``--task-kwargs``, shared by ``train``, ``eval`` and the demo."""
+    """``--env`` and the env's arguments (``--task``, ``--reward``, ``--task-kwargs``, ``--env-kwargs``),
+    shared by ``train``, ``eval``, ``irl`` and the demo; :func:`make_env` builds the env from them."""
     parser.add_argument(
         "--env",
         default=default_env,
@@ -128,20 +188,68 @@ def add_env_arguments(parser: argparse.ArgumentParser, default_env: str = "TextG
         help=(f"environment id (default: %(default)s); one of: {', '.join(env_ids())}"),
     )
     parser.add_argument(
+        "--task",
+        action=StoreOnce,
+        default=None,
+        metavar="PATH_OR_NAME",
+        help="the task: a JSON Lines / CSV file of examples (one JSON object per line, "
+        '{"prompt": ..., "references": [...]}) or a built-in task name (default: the env\'s)',
+    )
+    parser.add_argument(
+        "--reward",
+        action=StoreOnce,
+        default=None,
+        choices=list_rewards(),
+        metavar="NAME",
+        help=f"the reward (default: the env's); one of: {', '.join(list_rewards())}. A weighted mix, or "
+        "'learned' with its reward_model, goes in --env-kwargs: "
+        '\'{"reward": "learned", "reward_model": "runs/irl/reward_model.pt"}\'',
+    )
+    parser.add_argument(
         "--task-kwargs",
+        action=StoreOnce,
         type=json_object,
         default=None,
         metavar="JSON",
         help='task arguments as a JSON object, e.g. \'{"num_symbols": 6, "min_length": 3, "max_length": 3}\'',
     )
+    parser.add_argument(
+        "--env-kwargs",
+        action=StoreOnce,
+        type=env_kwargs_object,
+        default=None,
+        metavar="JSON",
+        help="keyword arguments for gym.make as a JSON object, e.g. '{\"max_new_tokens\": 6}'; keys: "
+        f"{', '.join(CLI_ENV_ARGUMENTS)}",
+    )
 
 
-def make_env(parser: argparse.ArgumentParser, env_id: str, task_kwargs: dict[str, Any] | None) -> gym.Env:
-    """``gym.make(env_id, task_kwargs=...)``; a task that rejects its arguments is a usage error (exit 2)."""
+def env_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments for ``gym.make``: ``--env-kwargs`` with the shortcut flags added; an argument
+    given both ways is a usage error (exit 2), as neither silently winning would be what the user meant."""
+    kwargs = dict(args.env_kwargs or {})
+    for name, flag in ENV_SHORTCUTS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in kwargs:
+            parser.error(f"argument {flag}: {name!r} is also given in --env-kwargs; give it once")
+        kwargs[name] = value
+    return kwargs
+
+
+def make_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> gym.Env:
+    """``gym.make(args.env, **env_kwargs(...))``; arguments the env rejects are a usage error (exit 2).
+
+    Every env a command uses comes from this one: evaluation on other splits and the validation checks
+    rebuild it from ``env.unwrapped.setup.kwargs``, which carry the task, reward and lengths it was made with.
+    """
+    kwargs = env_kwargs(parser, args)
     try:
-        return gym.make(env_id, **({"task_kwargs": task_kwargs} if task_kwargs else {}))
-    except (TypeError, ValueError) as err:
-        parser.error(f"argument --task-kwargs: invalid for {env_id}: {err}")
+        return gym.make(args.env, **kwargs)
+    except (TypeError, ValueError, OSError) as err:  # OSError: a --task file that cannot be read
+        given = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        parser.error(f"cannot make {args.env}{f' with {given}' if given else ''}: {err}")
 
 
 def validation_checks(
@@ -230,7 +338,7 @@ def rl_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from stable_baselines3.common.logger import configure
 
-    env = make_env(parser, args.env, args.task_kwargs)
+    env = make_env(parser, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Seed the weight initialisation too: the algorithm's seed only covers episodes and sampling.
@@ -287,12 +395,15 @@ def cmd_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         parser.error(f"argument --checkpoint: no such file: {checkpoint}")
-    env = make_env(parser, args.env, args.task_kwargs)
+    env = make_env(parser, args)
     try:
         policy = TransformerPolicy.load(checkpoint, env=env, device=args.device)
     except ValueError as err:
         # A corrupt file or one trained on another env: a usage error, not a crash with a traceback.
-        parser.error(f"argument --checkpoint: {err}")
+        parser.error(
+            f"argument --checkpoint: {err} (give eval the --env, --task, --task-kwargs and --env-kwargs "
+            "the policy was trained with)"
+        )
     result = evaluate(
         policy,
         env,
@@ -328,7 +439,7 @@ def cmd_irl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from agents.irl_evaluation import reward_quality
     from lmrl_gym.tasks.oracle import OracleTask
 
-    env = make_env(parser, args.env, args.task_kwargs)
+    env = make_env(parser, args)
     demonstrations = read_demonstrations(parser, args.demonstrations) if args.demonstrations else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    env = make_env(parser, args.env, args.task_kwargs)
+    env = make_env(parser, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

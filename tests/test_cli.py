@@ -161,6 +161,17 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--timesteps", "-5", "--out", "x"], "argument --timesteps: must be a positive integer, got -5"),
         (["train", "--env", "CartPole-v1", "--out", "x"], "argument --env: invalid choice: 'CartPole-v1'"),
         (["train", "--task-kwargs", "[1, 2]", "--out", "x"], "argument --task-kwargs: must be a JSON object"),
+        (["train", "--env-kwargs", "{max_new_tokens: 6}", "--out", "x"], "argument --env-kwargs: must be a JSON object, got '{max_new_tokens: 6}' (Expecting property name enclosed in double quotes)"),
+        (["eval", "--checkpoint", "p.pt", "--env-kwargs", '{"max_tokens": 6, "seed": 1}'], "argument --env-kwargs: unknown key(s) 'max_tokens', 'seed'; valid keys: task, reward, max_new_tokens,"),
+        (["irl", "--env-kwargs", '{"render_mode": "ansi"}', "--out", "x"], "argument --env-kwargs: 'render_mode' cannot be set here"),
+        (["train", "--env-kwargs", '{"split": "test"}', "--out", "x"], "argument --env-kwargs: 'split' cannot be set here: each command picks its splits"),
+        (["train", "--task", "copy", "--env-kwargs", '{"task": "sort"}', "--out", "x"], "argument --task: 'task' is also given in --env-kwargs; give it once"),
+        (["irl", "--reward", "bleu", "--env-kwargs", '{"reward": "lm"}', "--out", "x"], "argument --reward: 'reward' is also given in --env-kwargs; give it once"),
+        (["train", "--task-kwargs", "{}", "--env-kwargs", '{"task_kwargs": {}}', "--out", "x"], "argument --task-kwargs: 'task_kwargs' is also given in --env-kwargs; give it once"),
+        (["train", "--task", "copy", "--task", "sort", "--out", "x"], "argument --task: given twice; give it once"),
+        (["train", "--reward", "rouge", "--out", "x"], "argument --reward: invalid choice: 'rouge' (choose from 'bleu', 'exact_match', 'learned', 'lm')"),
+        (["train", "--task", "no/such.jsonl", "--out", "x"], "cannot make TextGen-v0 with task='no/such.jsonl': [Errno 2] No such file or directory"),
+        (["train", "--env", "TextGen-Copy-v0", "--env-kwargs", '{"max_new_tokens": 0}', "--out", "x"], "cannot make TextGen-Copy-v0 with max_new_tokens=0: max_new_tokens must be a positive integer"),
         (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file: no/such/policy.pt"),
         (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'ppo-vs-sb3')"),
         (["fly"], "invalid choice: 'fly'"),
@@ -182,7 +193,89 @@ def test_unknown_task_kwargs_exit_2(capsys: pytest.CaptureFixture[str], tmp_path
         cli.main(["train", "--env", "TextGen-Copy-v0", "--task-kwargs", '{"no_such_option": 1}',
                   "--out", str(tmp_path)])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "argument --task-kwargs: invalid for TextGen-Copy-v0" in capsys.readouterr().err
+    message = "cannot make TextGen-Copy-v0 with task_kwargs={'no_such_option': 1}: task 'copy' got an unknown"
+    assert message in capsys.readouterr().err
+
+
+def write_examples_file(path: Path) -> Path:
+    """A JSON Lines task of 40 tiny examples (prompt "a b", reference "b a"), splits given: 30 / 4 / 6."""
+    letters = "abcdefgh"
+    pairs = [(x, y) for x in letters for y in letters if x != y][:40]
+    splits = ["train"] * 30 + ["validation"] * 4 + ["test"] * 6
+    lines = [
+        json.dumps({"prompt": f"{x} {y}", "references": [f"{y} {x}"], "split": split})
+        for (x, y), split in zip(pairs, splits, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+ENV_FLAGS_EXPECTED = {"task_kwargs": {"level": "word"}, "max_new_tokens": 6, "reward": "exact_match"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--out", "x"],
+        ["eval", "--checkpoint", __file__],  # any existing file: gym.make is stopped before it is read
+        ["irl", "--out", "x"],
+    ],
+)
+def test_every_command_passes_the_env_arguments_to_gym_make(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--task, --reward, --task-kwargs and --env-kwargs reach gym.make, merged, in train, eval and irl
+    (the validation checks and the other splits are built from that env's ``setup.kwargs``)."""
+    import gymnasium as gym
+
+    calls: list[tuple[str, dict]] = []
+
+    class Stop(Exception):
+        pass
+
+    def recording_make(env_id: str, **kwargs):
+        calls.append((env_id, kwargs))
+        raise Stop
+
+    monkeypatch.setattr(gym, "make", recording_make)
+    with pytest.raises(Stop):
+        cli.main(
+            [*command, "--env", "TextGen-Copy-v0", "--task", "data.jsonl", "--task-kwargs", '{"level": "word"}',
+             "--env-kwargs", '{"max_new_tokens": 6, "reward": "exact_match"}']
+        )  # fmt: skip
+    assert calls == [("TextGen-Copy-v0", {"task": "data.jsonl", **ENV_FLAGS_EXPECTED})]
+
+
+def test_train_and_eval_on_a_user_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's command on a tiny budget: the file's task, the reward and max_new_tokens reach the
+    training env, the validation checks and the test evaluation; eval needs the same env arguments."""
+    from agents.policy import TransformerPolicy
+
+    data = write_examples_file(tmp_path / "my.jsonl")
+    env_flags = ["--env", "TextGen-v0", "--task", str(data), "--reward", "exact_match",
+                 "--env-kwargs", '{"max_new_tokens": 6}']  # fmt: skip
+    out = tmp_path / "run"
+    code = cli.main(
+        ["train", *env_flags, "--timesteps", "100", "--n-envs", "16", "--eval-freq", "1", "--no-progress-bar",
+         "--out", str(out), *TINY_MODEL]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    policy = TransformerPolicy.load(out / "policy.pt", device="cpu")
+    assert policy.max_new_tokens == 6 and policy.tokenizer.vocab_size == 4 + 8  # specials + the 8 letters
+    assert "| count | 6 | 6 | 6 |" in printed  # the file's 6 test examples, for each of the three rows
+    rows = dict(re.findall(r"^\| (exact_match|mean_reward) \| (.*) \|$", printed, flags=re.M))
+    assert rows["mean_reward"] == rows["exact_match"]  # the reward is exact match
+    with open(out / "progress.csv", newline="") as f:  # the checks ran, on the file's validation split
+        assert any(row.get(cli.VALIDATION_COLUMN) for row in csv.DictReader(f))
+
+    assert cli.main(["eval", "--checkpoint", str(out / "policy.pt"), *env_flags, "--split", "validation",
+                     "--device", "cpu"]) == 0  # fmt: skip
+    assert "| count | 4 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # without max_new_tokens the env does not fit the policy
+        cli.main(["eval", "--checkpoint", str(out / "policy.pt"), "--task", str(data), "--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert "give eval the --env, --task, --task-kwargs and --env-kwargs" in capsys.readouterr().err
 
 
 def test_bench_forwards_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
