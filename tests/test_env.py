@@ -62,18 +62,18 @@ def test_observation_holds_prompt_and_growing_prefix():
     assert env.observation_space.contains(obs)
 
 
-def test_eos_terminates_and_max_new_tokens_truncates():
+def test_eos_and_max_new_tokens_both_terminate():
     env = TextGenEnv(task="copy", task_kwargs=COPY_SMALL, max_new_tokens=3)
     tok = env.tokenizer
     env.reset(seed=0)
-    *_, terminated, truncated, _ = env.step(tok.eos_id)
-    assert terminated and not truncated
+    *_, terminated, truncated, info = env.step(tok.eos_id)
+    assert terminated and not truncated and not info["length_limit"]
     env.reset(seed=0)
     a = tok.encode("a")[0]
     results = [env.step(a) for _ in range(3)]
-    assert [r[3] for r in results] == [False, False, True]
-    assert not any(r[2] for r in results)
-    assert results[-1][4]["text"] == "a a a"
+    assert [r[2] for r in results] == [False, False, True]
+    assert not any(r[3] for r in results)
+    assert results[-1][4]["text"] == "a a a" and results[-1][4]["length_limit"] is True
 
 
 @pytest.mark.parametrize("bad_id_name", ["pad_id", "bos_id", "unk_id"])
