@@ -26,11 +26,20 @@ ENV_ARGUMENTS = (
     "task_kwargs",
     "reward_model",
     "render_mode",
+    "tokenizer",
+    "num_actions",
+    "eos_token_ids",
+    "chat_template",
 )
+
+# rgb_array frames: a fixed size (video recorders need one), text in a monospace font, wrapped and cut.
+FRAME_WIDTH, FRAME_HEIGHT, FRAME_DPI = 640, 360, 100
+FRAME_COLUMNS, FRAME_LINES = 88, 21
 
 
 def make_observation_space(setup: EnvSetup) -> spaces.Dict:
-    high = setup.tokenizer.vocab_size - 1
+    # The word tokenizer pads with id 0; a Hugging Face tokenizer with an id one past the action space.
+    high = max(setup.tokenizer.vocab_size - 1, setup.tokenizer.pad_id)
     return spaces.Dict(
         {
             "prompt_ids": spaces.Box(0, high, shape=(setup.max_prompt_tokens,), dtype=np.int32),
@@ -62,6 +71,34 @@ def check_env_index(env_index: Any, num_envs: Any) -> tuple[int, int]:
     return int(env_index), int(num_envs)
 
 
+def text_frame(text: str) -> np.ndarray:
+    """``text`` drawn as an RGB image: uint8 ``[FRAME_HEIGHT, FRAME_WIDTH, 3]``, black monospace text on
+    white, lines wrapped at ``FRAME_COLUMNS`` characters and cut after ``FRAME_LINES`` lines (matplotlib's
+    Agg canvas, imported on first use: no display needed)."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lines = []
+    for line in text.splitlines() or [""]:
+        lines.extend(
+            textwrap.wrap(line, FRAME_COLUMNS, replace_whitespace=False, drop_whitespace=False) or [""]
+        )
+    if len(lines) > FRAME_LINES:
+        lines = [*lines[: FRAME_LINES - 1], "..."]
+    figure = Figure(
+        figsize=(FRAME_WIDTH / FRAME_DPI, FRAME_HEIGHT / FRAME_DPI), dpi=FRAME_DPI, facecolor="white"
+    )
+    canvas = FigureCanvasAgg(figure)
+    # Drawn as text, not parsed as mathtext: "$" in a generated text must not fail the render.
+    figure.text(
+        0.01, 0.98, "\n".join(lines), family="monospace", size=9, va="top", usetex=False, parse_math=False
+    )
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def reject_unknown_arguments(kwargs: Mapping[str, Any], valid: tuple[str, ...]) -> None:
     if kwargs:
         raise ValueError(f"unknown argument(s) {sorted(kwargs)}; valid arguments: {list(valid)}")
@@ -74,8 +111,10 @@ class TextGenEnv(gym.Env):
 
     Each episode picks one example of a task (a prompt and one or more references) and lets the agent write
     a continuation token by token. A *token* is a word or a character of the task's tokenizer, built from
-    the training split (``env.unwrapped.tokenizer``). Built-in tasks: ``lmrl_gym.list_tasks()``; your own
-    data: a list of examples or a JSON Lines / CSV file passed as ``task``.
+    the training split, or, with ``tokenizer=``, a subword of a Hugging Face tokenizer (GPT-2's, T5's,
+    ...: what a pretrained ``transformers`` model reads and writes); ``env.unwrapped.tokenizer`` either way.
+    Built-in tasks: ``lmrl_gym.list_tasks()``; your own data: a list of examples, a JSON Lines / CSV file,
+    a ``datasets.Dataset`` / ``DatasetDict``, ``"hf:NAME"`` or a ``save_to_disk`` folder passed as ``task``.
 
     ## Action Space
 
@@ -84,19 +123,35 @@ class TextGenEnv(gym.Env):
     the episode with ``invalid_action_penalty`` and ``info["invalid_action"] = True`` (the prefix is left
     as it was). An id outside ``[0, vocab_size)`` raises ``ValueError``.
 
+    With a Hugging Face tokenizer ``vocab_size`` is ``len(tokenizer)``, or ``num_actions`` when the model
+    has more logits than the tokenizer has tokens (T5, Qwen); invalid are the ids the tokenizer cannot
+    decode (``>= len(tokenizer)``) and every special token except those that end a text: the eos ids
+    (``tokenizer.eos_ids``: the tokenizer's eos, the ``eos_token_id`` list of a ``generation_config.json``
+    in the tokenizer's folder, and ``eos_token_ids``), any of which ends the episode.
+
     ## Observation Space
 
     ``Dict(prompt_ids=Box(int32, (max_prompt_tokens,)), prefix_ids=Box(int32, (max_new_tokens,)))``: the
     prompt's ids and the ids generated so far (eos included once taken), each right-padded with
-    ``tokenizer.pad_id`` (0), which never occurs inside a sequence.
+    ``tokenizer.pad_id``, which never occurs inside a sequence, so ``(ids != pad_id).sum(-1)`` is a length.
+    The word tokenizer's pad id is 0. A Hugging Face tokenizer's is ``vocab_size``, an id of the env's own,
+    one past the action space (the Box's ``high``), whether or not the tokenizer has a pad token: eos as
+    pad (GPT-2 has no pad) would be ambiguous, since eos can occur inside a prompt (a chat template, a
+    literal ``<|endoftext|>``) and ends every finished prefix; the tokenizer's own pad token is a special
+    token text could contain. Being outside the model's vocabulary, the pad id never reaches the model: a
+    policy replaces it and masks it (one that forgot would fail on the embedding lookup, not attend to a
+    real token). With ``chat_template=True`` the prompt is the user turn of the tokenizer's chat template
+    followed by its generation prompt.
 
     ## Rewards
 
     The ``reward`` argument: ``"bleu"`` (sentence BLEU against the references, sacreBLEU's number on the
-    ids, scaled to [0, 1]), ``"exact_match"``, ``"lm"`` (log-probability of each token under a Kneser-Ney
+    ids, scaled to [0, 1]; on a Hugging Face tokenizer, on the decoded text split into sacreBLEU's 13a
+    words, i.e. ``sacrebleu.sentence_bleu(text, references).score / 100``), ``"exact_match"``, ``"lm"`` (log-probability of each token under a Kneser-Ney
     model of the training references, natural log), ``"learned"`` (a reward network, e.g. from inverse RL,
     given as ``reward_model``; paid per token), a :class:`lmrl_gym.rewards.Reward`, a Python function
-    ``fn(text, references, prompt) -> float``, or a ``{reward: weight}`` mapping. Sequence rewards are paid
+    ``fn(text, references, prompt) -> float`` (``text`` decoded, special tokens skipped), or a
+    ``{reward: weight}`` mapping. Sequence rewards are paid
     at the last step, token rewards at every step; with ``shaping=True`` sequence rewards are paid as the
     per-step difference of the score of the prefix, which sums to the final score. An invalid action pays
     ``invalid_action_penalty`` in place of the sequence reward (with shaping: minus what was already paid).
@@ -120,15 +175,30 @@ class TextGenEnv(gym.Env):
 
     ## Arguments
 
-    - ``task``: built-in name (default ``"numbers"``), a ``Task``, a list of examples or a file path.
-    - ``task_kwargs``: keyword arguments of the task builder, e.g. ``{"num_symbols": 6}``.
+    - ``task``: built-in name (default ``"numbers"``), a ``Task``, a list of examples, a file path, a
+      ``datasets.Dataset`` / ``DatasetDict``, ``"hf:NAME"`` / ``"hf:NAME:CONFIG"``
+      (``datasets.load_dataset``) or a folder written by ``save_to_disk`` (see
+      :func:`lmrl_gym.tasks.make_dataset_task`). Data without references (prompt-only) needs
+      ``max_new_tokens`` and a reward that reads no references.
+    - ``task_kwargs``: keyword arguments of the task builder, e.g. ``{"num_symbols": 6}``; for a data set
+      ``{"prompt_column": ..., "reference_column": ...}``.
+    - ``tokenizer``: None (the task's word tokenizer), or a ``transformers`` tokenizer, a local folder or
+      a hub name (``AutoTokenizer.from_pretrained``), wrapped as :class:`lmrl_gym.HFTokenizer`. Prompts
+      and references are encoded with it, no special tokens added.
+    - ``num_actions``: the action-space size with a Hugging Face tokenizer, at least ``len(tokenizer)``
+      (default): the model's output size where it has more logits than tokens.
+    - ``eos_token_ids``: more ids (ints or token strings) that end the episode, e.g. a chat model's
+      end-of-turn token (for now the way to give a task's end-of-turn token).
+    - ``chat_template``: wrap each prompt in the Hugging Face tokenizer's chat template (instruction-tuned
+      models); an error for a tokenizer without one.
     - ``reward_model``: the model of ``reward="learned"``: a file written by ``RewardNetwork.save`` /
       ``agents.IRL`` or a :class:`lmrl_gym.rewards.RewardNetwork`.
     - ``split``: ``"train"`` | ``"validation"`` | ``"test"``.
     - ``reward``: see Rewards (default ``"bleu"``).
     - ``max_new_tokens``: episode length limit (default: longest reference in the task + 1).
-    - ``max_prompt_tokens``: prompt width (default: longest prompt in the task). Longer prompts keep their
-      first tokens, with a warning, or raise ``ValueError`` when ``strict_prompt_length=True``.
+    - ``max_prompt_tokens``: prompt width (default: longest prompt in the task, capped at a Hugging Face
+      tokenizer's ``model_max_length``; more than that is an error). Longer prompts keep their first
+      tokens, with a warning, or raise ``ValueError`` when ``strict_prompt_length=True``.
     - ``invalid_action_penalty``: reward for taking pad / bos / unk (default -1.0).
     - ``shaping``, ``sampling``: see Rewards and Starting State.
     - ``env_index``, ``num_envs``: this env's place among ``num_envs`` envs played side by side (defaults
@@ -136,7 +206,8 @@ class TextGenEnv(gym.Env):
       ``sampling="sequential"`` env i then walks rows ``seed + i + k * num_envs``, so the envs together
       visit consecutive rows instead of replaying each other's one episode apart.
       ``TextGenVectorEnv`` passes both itself.
-    - ``render_mode``: ``"ansi"`` or None.
+    - ``render_mode``: ``"ansi"`` (a string), ``"rgb_array"`` (that string drawn as an RGB image, 360 x 640:
+      what Stable-Baselines3 asks for when given an id string, and what video recorders read) or None.
 
     ## Vectorized environment
 
@@ -149,9 +220,12 @@ class TextGenEnv(gym.Env):
     - v0 (issue 10): reaching ``max_new_tokens`` is ``terminated`` with ``info["length_limit"] = True``
       (was ``truncated``); ``env_index`` / ``num_envs`` arguments, so sequential sampling over several
       envs no longer replays rows.
+    - v0 (issue 11): ``tokenizer``, ``num_actions``, ``eos_token_ids`` and ``chat_template`` arguments (Hugging
+      Face tokenizers; BLEU on text for them); ``task`` takes Hugging Face data sets and prompt-only data;
+      ``render_mode="rgb_array"``. Word-tokenizer episodes are unchanged.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -169,6 +243,10 @@ class TextGenEnv(gym.Env):
         render_mode: str | None = None,
         env_index: int = 0,
         num_envs: int = 1,
+        tokenizer: Any = None,
+        num_actions: int | None = None,
+        eos_token_ids: Any = None,
+        chat_template: bool = False,
         **unknown: Any,
     ) -> None:
         reject_unknown_arguments(unknown, (*ENV_ARGUMENTS, "env_index", "num_envs"))
@@ -187,6 +265,10 @@ class TextGenEnv(gym.Env):
             strict_prompt_length=strict_prompt_length,
             task_kwargs=task_kwargs,
             reward_model=reward_model,
+            tokenizer=tokenizer,
+            num_actions=num_actions,
+            eos_token_ids=eos_token_ids,
+            chat_template=chat_template,
         )
         self.render_mode = render_mode
         self.tokenizer = self.setup.tokenizer
@@ -278,7 +360,7 @@ class TextGenEnv(gym.Env):
             components["invalid_action_penalty"] = setup.invalid_action_penalty
         else:
             invalid = False
-            eos = token == self.tokenizer.eos_id
+            eos = token in setup.eos_ids
             self._prefix[self._length] = token
             self._length += 1
             length_limit = not eos and self._length >= setup.max_new_tokens
@@ -314,11 +396,21 @@ class TextGenEnv(gym.Env):
             )
         return self._observation(), float(reward), terminated, truncated, info
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: the prompt, the text so far and the references as a string; ``"rgb_array"``: that
+        string drawn as an RGB uint8 image ``[360, 640, 3]``; None without a render mode."""
+        if self.render_mode is None:
             return None
+        text = self._render_text()
+        return text if self.render_mode == "ansi" else text_frame(text)
+
+    def _render_text(self) -> str:
         if self._done is None:
             return "(call reset() first)"
         example = self.setup.data.examples[self._example_index]
-        text = " ".join(self.tokenizer.id_to_token[i] for i in self._prefix[: self._length])
+        ids = self._prefix[: self._length]
+        if self.setup.is_hf:  # subword pieces are not words: show the text, special tokens written out
+            text = self.tokenizer.decode(ids, skip_special=False)
+        else:
+            text = " ".join(self.tokenizer.id_to_token[i] for i in ids)
         return f"prompt:     {example.prompt}\ngenerated:  {text}\nreferences: {' | '.join(example.references)}\n"

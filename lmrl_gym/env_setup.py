@@ -7,16 +7,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from lmrl_gym.rewards import RewardContext, make_reward
-from lmrl_gym.rewards.base import Reward, RewardBatch
+from lmrl_gym.rewards import LMScoreReward, RewardContext, make_reward
+from lmrl_gym.rewards.base import Reward, RewardBatch, WeightedSumReward
 from lmrl_gym.rewards.pipeline import RewardPipeline
 from lmrl_gym.tasks import SPLITS, Task, resolve_task
 from lmrl_gym.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from lmrl_gym.hf_tokenizer import HFTokenizer
+
+    AnyTokenizer = Tokenizer | HFTokenizer
 
 SAMPLING_MODES = ("random", "sequential")
 
@@ -90,40 +95,101 @@ class EncodedSplit:
         }
 
 
-def task_lengths(task: Task) -> tuple[int, int]:
-    """(longest prompt, longest reference) in tokens over every split; cached on the task."""
-    cached = getattr(task, "_lmrl_lengths", None)
-    if cached is None:
-        tok = task.tokenizer
-        prompt_len, ref_len = 1, 1
+def resolve_tokenizer(
+    task: Task, tokenizer: Any = None, num_actions: int | None = None, eos_token_ids: Any = None
+) -> AnyTokenizer:
+    """The env's tokenizer: the task's word tokenizer (``tokenizer=None``), or an :class:`HFTokenizer` of a
+    ``transformers`` tokenizer, a local folder or a hub name."""
+    if tokenizer is None:
+        if num_actions is not None or eos_token_ids is not None:
+            raise ValueError(
+                "num_actions and eos_token_ids apply to a Hugging Face tokenizer (tokenizer=...); the task's "
+                "word tokenizer has exactly vocab_size actions and one eos"
+            )
+        return task.tokenizer
+    if isinstance(tokenizer, Tokenizer):
+        raise ValueError(
+            "tokenizer= takes a Hugging Face tokenizer (a transformers tokenizer, a local folder or a hub "
+            "name); the word tokenizer is built from the task itself (leave tokenizer=None)"
+        )
+    from lmrl_gym.hf_tokenizer import make_hf_tokenizer
+
+    return make_hf_tokenizer(tokenizer, num_actions, eos_token_ids)
+
+
+def _encoding_key(tokenizer: AnyTokenizer, chat_template: bool) -> tuple:
+    if isinstance(tokenizer, Tokenizer):
+        return ("word",)  # the task's own word tokenizer (resolve_tokenizer allows no other)
+    if chat_template:
+        return (tokenizer.fingerprint, "chat", tokenizer.hf_tokenizer.chat_template)
+    return (tokenizer.fingerprint,)
+
+
+def encoded_texts(
+    task: Task, tokenizer: AnyTokenizer | None = None, chat_template: bool = False
+) -> dict[str, tuple[list[list[int]], list[list[list[int]]]]]:
+    """Every split's prompt ids and reference ids (lists, unpadded), cached on the task per tokenizer.
+
+    ``chat_template=True`` wraps each prompt in the tokenizer's chat template first. Each split is encoded
+    in one batched call of the tokenizer (a Hugging Face fast tokenizer encodes in parallel, in Rust).
+    """
+    tokenizer = task.tokenizer if tokenizer is None else tokenizer
+    cache = task.__dict__.setdefault("_lmrl_token_ids", {})
+    key = _encoding_key(tokenizer, chat_template)
+    if key not in cache:
+        out = {}
         for split in SPLITS:
-            for ex in task.examples(split):
-                prompt_len = max(prompt_len, len(tok.tokenize(ex.prompt)))
-                ref_len = max(ref_len, *(len(tok.tokenize(r)) for r in ex.references))
-        cached = (prompt_len, ref_len)
-        task._lmrl_lengths = cached
-    return cached
+            examples = task.examples(split)
+            prompts = [ex.prompt for ex in examples]
+            if chat_template:
+                prompts = [tokenizer.apply_chat_template(p) for p in prompts]
+            prompt_ids = tokenizer.encode_batch(prompts)
+            flat = iter(tokenizer.encode_batch([r for ex in examples for r in ex.references]))
+            ref_ids = [[next(flat) for _ in ex.references] for ex in examples]
+            out[split] = (prompt_ids, ref_ids)
+        cache[key] = out
+    return cache[key]
 
 
-def encode_split(task: Task, split: str, max_prompt_tokens: int) -> EncodedSplit:
-    """Encode ``split`` of ``task`` with its tokenizer; prompts longer than ``max_prompt_tokens`` keep
-    their first ``max_prompt_tokens`` tokens. Cached on the task per (split, max_prompt_tokens)."""
+def task_lengths(
+    task: Task, tokenizer: AnyTokenizer | None = None, chat_template: bool = False
+) -> tuple[int, int]:
+    """(longest prompt, longest reference) in tokens of ``tokenizer`` (default: the task's) over every
+    split, at least 1 each (prompt-only data: 1 for the reference)."""
+    prompt_len, ref_len = 1, 1
+    for prompt_ids, ref_ids in encoded_texts(task, tokenizer, chat_template).values():
+        prompt_len = max(prompt_len, max((len(p) for p in prompt_ids), default=0))
+        ref_len = max(ref_len, max((len(r) for refs in ref_ids for r in refs), default=0))
+    return prompt_len, ref_len
+
+
+def encode_split(
+    task: Task,
+    split: str,
+    max_prompt_tokens: int,
+    tokenizer: AnyTokenizer | None = None,
+    chat_template: bool = False,
+) -> EncodedSplit:
+    """Encode ``split`` of ``task`` with ``tokenizer`` (default: the task's word tokenizer); prompts longer
+    than ``max_prompt_tokens`` keep their first ``max_prompt_tokens`` tokens. Cached on the task per
+    (tokenizer, chat template, split, max_prompt_tokens)."""
+    tokenizer = task.tokenizer if tokenizer is None else tokenizer
     cache = task.__dict__.setdefault("_lmrl_encoded", {})
-    key = (split, max_prompt_tokens)
+    key = (_encoding_key(tokenizer, chat_template), split, max_prompt_tokens)
     if key in cache:
         return cache[key]
-    tok = task.tokenizer
     examples = task.examples(split)
     if not examples:
         raise ValueError(f"split {split!r} of task {task.name!r} has no examples")
-    prompt_ids = [tok.encode(ex.prompt) for ex in examples]
-    ref_ids = [[tok.encode(r) for r in ex.references] for ex in examples]
+    prompt_ids, ref_ids = encoded_texts(task, tokenizer, chat_template)[split]
+    pad = tokenizer.pad_id
     n = len(examples)
-    num_refs = max(len(r) for r in ref_ids)
-    ref_len = max(1, max(len(r) for refs in ref_ids for r in refs))
-    prompts = np.full((n, max_prompt_tokens), tok.pad_id, dtype=np.int32)
+    # Prompt-only data has no references: one absent reference per row keeps the shapes non-empty.
+    num_refs = max(1, max(len(r) for r in ref_ids))
+    ref_len = max(1, max((len(r) for refs in ref_ids for r in refs), default=0))
+    prompts = np.full((n, max_prompt_tokens), pad, dtype=np.int32)
     prompt_lengths = np.zeros(n, dtype=np.int64)
-    references = np.full((n, num_refs, ref_len), tok.pad_id, dtype=np.int64)
+    references = np.full((n, num_refs, ref_len), pad, dtype=np.int64)
     reference_lengths = np.zeros((n, num_refs), dtype=np.int64)
     reference_mask = np.zeros((n, num_refs), dtype=bool)
     truncated = 0
@@ -143,6 +209,19 @@ def encode_split(task: Task, split: str, max_prompt_tokens: int) -> EncodedSplit
     return encoded
 
 
+def reward_components(reward: Reward) -> list[Reward]:
+    """The parts of a (possibly weighted-sum) reward."""
+    return [r for r, _ in reward.components] if isinstance(reward, WeightedSumReward) else [reward]
+
+
+def needs_references(reward: Reward) -> bool:
+    """Whether ``reward`` reads the references: BLEU and exact match score against them, and the n-gram LM
+    score is fitted on the training references (unless given a model)."""
+    if getattr(reward, "needs_references", False):
+        return True
+    return isinstance(reward, LMScoreReward) and reward.model is None
+
+
 class EnvSetup:
     """Resolved, validated environment arguments (see :class:`TextGenEnv` for their meaning)."""
 
@@ -160,6 +239,10 @@ class EnvSetup:
         task_kwargs: Mapping[str, Any] | None = None,
         device: str | torch.device = "cpu",
         reward_model: Any = None,
+        tokenizer: Any = None,
+        num_actions: int | None = None,
+        eos_token_ids: Any = None,
+        chat_template: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
@@ -167,7 +250,19 @@ class EnvSetup:
             raise ValueError(f"unknown sampling {sampling!r}; valid modes: {list(SAMPLING_MODES)}")
         if not np.isfinite(invalid_action_penalty):
             raise ValueError(f"invalid_action_penalty must be finite, got {invalid_action_penalty}")
+        if not isinstance(chat_template, (bool, np.bool_)):
+            raise ValueError(f"chat_template must be True or False, got {chat_template!r}")
         self.task: Task = resolve_task(task, task_kwargs)
+        self.tokenizer: AnyTokenizer = resolve_tokenizer(self.task, tokenizer, num_actions, eos_token_ids)
+        self.is_hf = not isinstance(self.tokenizer, Tokenizer)
+        if chat_template and not self.is_hf:
+            raise ValueError(
+                "chat_template=True needs a Hugging Face tokenizer with a chat template (tokenizer=...); the "
+                "task's word tokenizer has none"
+            )
+        if chat_template:
+            self.tokenizer.apply_chat_template("")  # fails now, naming the tokenizer, if it has no template
+        self.chat_template = bool(chat_template)
         # What it takes to build the same environment on another split (evaluation does that).
         self.kwargs = {
             "task": self.task,
@@ -178,18 +273,24 @@ class EnvSetup:
             "shaping": shaping,
             "sampling": sampling,
             "strict_prompt_length": strict_prompt_length,
+            "tokenizer": self.tokenizer if self.is_hf else None,
+            "chat_template": self.chat_template,
         }
-        self.tokenizer: Tokenizer = self.task.tokenizer
         self.split = split
         self.device = torch.device(device)
-        longest_prompt, longest_reference = task_lengths(self.task)
-        self.max_prompt_tokens = _positive_int("max_prompt_tokens", max_prompt_tokens, longest_prompt)
+        longest_prompt, longest_reference = task_lengths(self.task, self.tokenizer, self.chat_template)
+        self.max_prompt_tokens = self._prompt_width(max_prompt_tokens, longest_prompt)
+        if max_new_tokens is None and not self.task.has_references:
+            raise ValueError(
+                f"task {self.task.name!r} has no references (prompt-only data), so max_new_tokens has no "
+                "default (the longest reference + 1); pass max_new_tokens=..."
+            )
         # One extra step so the longest reference can be followed by eos.
         self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens, longest_reference + 1)
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.shaping = bool(shaping)
         self.sampling = sampling
-        self.data = encode_split(self.task, split, self.max_prompt_tokens)
+        self.data = self.encoded(split)
         if self.data.num_truncated:
             message = (
                 f"{self.data.num_truncated} of {len(self.data)} prompts in split {split!r} of task "
@@ -198,20 +299,52 @@ class EnvSetup:
             if strict_prompt_length:
                 raise ValueError(message + " (strict_prompt_length=True)")
             warnings.warn(message + "; they keep their first max_prompt_tokens tokens", stacklevel=3)
-        self.reward: Reward = make_reward(reward, reward_model).bind(
-            RewardContext(self.task, self.tokenizer, self.device)
-        )
+        unbound = make_reward(reward, reward_model)
+        if not self.task.has_references:
+            needing = [r.name for r in reward_components(unbound) if needs_references(r)]
+            if needing:
+                raise ValueError(
+                    f"reward {needing} needs references, but task {self.task.name!r} has none (prompt-only "
+                    "data); use a reward that needs no references (a classifier, a function of the text) or "
+                    "data with a reference column"
+                )
+        self.reward: Reward = unbound.bind(RewardContext(self.task, self.tokenizer, self.device))
         self.pipeline = RewardPipeline(self.reward, shaping=self.shaping)
         self.kwargs.update(
             reward=self.reward, max_new_tokens=self.max_new_tokens, max_prompt_tokens=self.max_prompt_tokens
         )
         self.tensors = self.data.tensors(self.device)
         vocab = self.tokenizer.vocab_size
+        invalid = list(self.tokenizer.invalid_action_ids)
         self.action_mask = np.ones(vocab, dtype=np.int8)
-        self.action_mask[list(self.tokenizer.invalid_action_ids)] = 0
+        self.action_mask[invalid] = 0
         self.action_mask.flags.writeable = False
         self.action_is_invalid = torch.zeros(vocab, dtype=torch.bool, device=self.device)
-        self.action_is_invalid[list(self.tokenizer.invalid_action_ids)] = True
+        self.action_is_invalid[invalid] = True
+        # Every id that ends a text (a Hugging Face tokenizer may have several), as a lookup table.
+        self.eos_ids = tuple(self.tokenizer.eos_ids)
+        self.action_is_eos = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+        self.action_is_eos[list(self.eos_ids)] = True
+
+    def _prompt_width(self, requested: int | None, longest_prompt: int) -> int:
+        """``max_prompt_tokens``: as requested, else the longest prompt, capped at the tokenizer's
+        ``model_max_length`` (the model's input positions) where it sets one: a default over the limit is
+        cut to it (prompts then truncate, with the usual warning); a request over it is an error."""
+        width = _positive_int("max_prompt_tokens", requested, longest_prompt)
+        limit = self.tokenizer.model_max_length
+        if limit is not None and width > limit:
+            if requested is not None:
+                raise ValueError(
+                    f"max_prompt_tokens={requested} exceeds the tokenizer's model_max_length={limit} (the "
+                    f"model's input positions); pass max_prompt_tokens <= {limit}"
+                )
+            width = limit
+        return width
+
+    def encoded(self, split: str) -> EncodedSplit:
+        """``split`` encoded as this environment encodes its own: same tokenizer, chat template and prompt
+        width (``pretrain`` reads the train split of an env made on another)."""
+        return encode_split(self.task, split, self.max_prompt_tokens, self.tokenizer, self.chat_template)
 
     def reward_batch(
         self,

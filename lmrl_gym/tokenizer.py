@@ -61,6 +61,14 @@ class Tokenizer:
         return len(self.id_to_token)
 
     @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Ids that end a text: eos only (a Hugging Face tokenizer may have several)."""
+        return (self.eos_id,)
+
+    # A word vocabulary sets no limit on a model's positions (a Hugging Face tokenizer may).
+    model_max_length = None
+
+    @property
     def invalid_action_ids(self) -> tuple[int, ...]:
         """Ids a policy can never usefully emit: pad, bos and unk."""
         return (self.pad_id, self.bos_id, self.unk_id)
@@ -74,6 +82,10 @@ class Tokenizer:
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         get = self.token_to_id.get
         return [get(tok, self.unk_id) for tok in self._split(text, self.level)]
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        """:meth:`encode` of each text."""
+        return [self.encode(text) for text in texts]
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         """Text of ``ids``; by default pad / bos / eos are dropped and decoding stops at the first eos."""
@@ -96,6 +108,12 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> Tokenizer:
+        """The tokenizer :meth:`to_dict` wrote; also reads what :meth:`lmrl_gym.HFTokenizer.to_dict` writes
+        (returning an ``HFTokenizer``), so checkpoints that embed either kind load through one call."""
+        if isinstance(data, dict) and data.get("format") == "lmrl_gym.HFTokenizer/1":
+            from lmrl_gym.hf_tokenizer import HFTokenizer
+
+            return HFTokenizer.from_dict(data)  # type: ignore[return-value]
         if not isinstance(data, dict) or data.get("format") != "lmrl_gym.Tokenizer/1":
             raise ValueError("not an lmrl_gym tokenizer file (missing format 'lmrl_gym.Tokenizer/1')")
         return cls(data["tokens"], level=data["level"])

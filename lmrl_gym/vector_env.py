@@ -24,7 +24,9 @@ class TextGenVectorEnv(VectorEnv):
     Same arguments, spaces, rewards and episodes as ``TextGenEnv``; for the same seeds and actions it returns
     exactly what ``gymnasium.vector.SyncVectorEnv([TextGenEnv(...)] * N, autoreset_mode=SAME_STEP)``
     returns (observations, rewards, terminations, truncations). Each step is a handful of batched tensor
-    operations; the rewards of the episodes that end in a step are computed as one batch.
+    operations; the rewards of the episodes that end in a step are computed as one batch. A reward on text
+    (BLEU on a Hugging Face tokenizer, a Python function of the text) decodes each ended episode once, in
+    that step; with ``shaping=True`` it scores every row's text at every step.
 
     Autoreset is ``SAME_STEP`` (``metadata["autoreset_mode"]``): an episode that ends is reset within the
     same step; the returned observation is the new episode's and ``infos["final_obs"]`` /
@@ -62,6 +64,10 @@ class TextGenVectorEnv(VectorEnv):
         info_text: bool = True,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        tokenizer: Any = None,
+        num_actions: int | None = None,
+        eos_token_ids: Any = None,
+        chat_template: bool = False,
         **unknown: Any,
     ) -> None:
         reject_unknown_arguments(
@@ -88,6 +94,10 @@ class TextGenVectorEnv(VectorEnv):
             task_kwargs=task_kwargs,
             reward_model=reward_model,
             device=device,
+            tokenizer=tokenizer,
+            num_actions=num_actions,
+            eos_token_ids=eos_token_ids,
+            chat_template=chat_template,
         )
         self.num_envs = int(num_envs)
         self.device = self.setup.device
@@ -224,7 +234,7 @@ class TextGenVectorEnv(VectorEnv):
         actions = self._check_actions(actions)
         invalid = setup.action_is_invalid[actions]
         valid = ~invalid
-        eos = valid & (actions == self.tokenizer.eos_id)
+        eos = valid & setup.action_is_eos[actions]
         # Append the token of every valid action; invalid actions leave the prefix untouched.
         append_at = self._length.clamp(max=setup.max_new_tokens - 1)
         current = self._prefix[self._rows, append_at]

@@ -237,7 +237,8 @@ def test_batched_reward_of_wrong_length_names_the_reward():
         ({"colour": "red"}, "unknown argument\\(s\\) \\['colour'\\]; valid arguments: \\['task'"),
         ({"sampling": "shuffled"}, "unknown sampling 'shuffled'"),
         ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer"),
-        ({"render_mode": "human"}, "unknown render_mode 'human'"),
+        # not "human": with rgb_array declared, gym.make serves "human" itself (HumanRendering wrapper)
+        ({"render_mode": "video"}, "unknown render_mode 'video'"),
         ({"task": "copy", "task_kwargs": {"colour": 1}}, "task 'copy' got an unknown argument"),
         ({"reward": 3}, "cannot make a reward from int"),
         ({"invalid_action_penalty": math.nan}, "invalid_action_penalty must be finite"),

@@ -638,10 +638,15 @@ def corpus_bleu(
 
 
 def bleu_signature(
-    smooth_method: str, smooth_value: float | None, effective_order: bool, max_order: int = 4
+    smooth_method: str,
+    smooth_value: float | None,
+    effective_order: bool,
+    max_order: int = 4,
+    tokens: str = "ids",
 ) -> str:
     """A short description of the BLEU settings for logs, e.g.
-    ``"BLEU(tokens=ids, order=4, smooth=floor[0.10], effective_order=True)"``.
+    ``"BLEU(tokens=ids, order=4, smooth=floor[0.10], effective_order=True)"``; ``tokens`` names what the
+    n-grams are made of (``"ids"``: token ids; ``"13a"``: words of sacreBLEU's default tokenisation of text).
 
     The smoothing value is shown (resolved to its default, two decimals as in sacreBLEU's signature) only
     for the methods that take one.
@@ -649,4 +654,6 @@ def bleu_signature(
     value = _check_smoothing(smooth_method, smooth_value)
     _check_max_order(max_order)
     smooth = smooth_method if SMOOTH_DEFAULTS[smooth_method] is None else f"{smooth_method}[{value:.2f}]"
-    return f"BLEU(tokens=ids, order={max_order}, smooth={smooth}, effective_order={bool(effective_order)})"
+    return (
+        f"BLEU(tokens={tokens}, order={max_order}, smooth={smooth}, effective_order={bool(effective_order)})"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lmrl_gym.rewards.base import Reward, RewardBatch
+from lmrl_gym.rewards.base import Reward, RewardBatch, RewardContext
 from lmrl_gym.rewards.bleu import SMOOTH_METHODS, batched_sentence_bleu, bleu_signature
 
 
@@ -12,7 +12,9 @@ class BLEUReward(Reward):
     """Sentence BLEU of the generated ids against the example's references, scaled to [0, 1].
 
     The same number as sacreBLEU's ``sentence_bleu`` on the same tokens (divided by 100). Defaults follow
-    sacreBLEU's sentence level: exponential smoothing, effective order on.
+    sacreBLEU's sentence level: exponential smoothing, effective order on. On a Hugging Face (subword)
+    tokenizer it binds to :class:`~lmrl_gym.rewards.text_bleu.TextBLEUReward`: the decoded text scored on
+    sacreBLEU's own 13a words, since subword ids are not words.
 
     :param smooth_method: ``"exp"``, ``"floor"``, ``"add-k"`` or ``"none"``.
     :param smooth_value: the floor / k value (``None``: sacreBLEU's default, 0.1 / 1).
@@ -21,6 +23,7 @@ class BLEUReward(Reward):
 
     name = "bleu"
     per_token = False
+    needs_references = True
 
     def __init__(
         self, smooth_method: str = "exp", smooth_value: float | None = None, effective_order: bool = True
@@ -34,6 +37,13 @@ class BLEUReward(Reward):
     @property
     def signature(self) -> str:
         return bleu_signature(self.smooth_method, self.smooth_value, self.effective_order)
+
+    def bind(self, context: RewardContext) -> Reward:
+        if getattr(context.tokenizer, "level", "word") == "subword":
+            from lmrl_gym.rewards.text_bleu import TextBLEUReward
+
+            return TextBLEUReward(self.smooth_method, self.smooth_value, self.effective_order)
+        return self
 
     def __call__(self, batch: RewardBatch) -> torch.Tensor:
         scores = batched_sentence_bleu(
@@ -51,15 +61,50 @@ class BLEUReward(Reward):
 
 
 class ExactMatchReward(Reward):
-    """1.0 when the generated ids equal one of the references exactly, else 0.0."""
+    """1.0 when the generated ids equal one of the references exactly, else 0.0.
+
+    On a Hugging Face (subword) tokenizer it binds to :class:`TextExactMatchReward`: one text has several
+    id sequences there, and any of them that decodes to a reference matches.
+    """
 
     name = "exact_match"
     per_token = False
+    needs_references = True
+
+    def bind(self, context: RewardContext) -> Reward:
+        if getattr(context.tokenizer, "level", "word") == "subword":
+            return TextExactMatchReward(context.tokenizer)
+        return self
 
     def __call__(self, batch: RewardBatch) -> torch.Tensor:
         return exact_match(
             batch.generated, batch.lengths, batch.references, batch.reference_lengths, batch.reference_mask
         ).double()
+
+
+class TextExactMatchReward(Reward):
+    """1.0 when the decoded text equals one of the references as the tokenizer writes it
+    (``decode(encode(reference))``: a tokenizer that normalises text, as SentencePiece does, would otherwise
+    never reproduce a reference with, say, a double space), else 0.0."""
+
+    name = "exact_match"
+    per_token = False
+    needs_references = True
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._written: dict[str, str] = {}  # reference -> as the tokenizer writes it; bounded by the data
+
+    def _as_written(self, reference: str) -> str:
+        if reference not in self._written:
+            self._written[reference] = self.tokenizer.decode(self.tokenizer.encode(reference))
+        return self._written[reference]
+
+    def __call__(self, batch: RewardBatch) -> list[float]:
+        return [
+            float(any(text == self._as_written(r) for r in refs))
+            for text, refs in zip(batch.texts, batch.reference_texts, strict=True)
+        ]
 
 
 def exact_match(

@@ -18,6 +18,14 @@ from lmrl_gym.tasks.algorithmic import (
     make_sort_task,
 )
 from lmrl_gym.tasks.base import SPLITS, Example, Task
+from lmrl_gym.tasks.hf_dataset import (
+    HF_PREFIX,
+    dataset_task,
+    is_dataset_object,
+    is_saved_dataset_folder,
+    load_hf_task,
+    make_dataset_task,
+)
 from lmrl_gym.tasks.numbers import make_numbers_task
 from lmrl_gym.tasks.oracle import OracleLM, OracleTask, make_oracle_task
 from lmrl_gym.tasks.scan import make_scan_task
@@ -87,7 +95,9 @@ def _freeze(value: Any) -> Any:
 
 def resolve_task(spec: Any, task_kwargs: Mapping[str, Any] | None = None) -> Task:
     """What ``gym.make(..., task=spec)`` accepts: a built-in name, a path to a JSON Lines / CSV file, a
-    :class:`Task`, or a list of examples (``Example``, ``(prompt, references)`` or dicts)."""
+    :class:`Task`, a list of examples (``Example``, ``(prompt, references)`` or dicts), a
+    ``datasets.Dataset`` / ``DatasetDict``, ``"hf:NAME"`` / ``"hf:NAME:CONFIG"`` (``datasets.load_dataset``),
+    or a folder written by ``save_to_disk`` (see :mod:`lmrl_gym.tasks.hf_dataset`)."""
     task_kwargs = dict(task_kwargs or {})
     if isinstance(spec, Task):
         if task_kwargs:
@@ -97,17 +107,27 @@ def resolve_task(spec: Any, task_kwargs: Mapping[str, Any] | None = None) -> Tas
         text = str(spec)
         if text in TASKS:
             return make_task(text, **task_kwargs)
+        if text.startswith(HF_PREFIX) or is_saved_dataset_folder(text):
+            return load_hf_task(text, **task_kwargs)
         if Path(text).suffix.lower() in DATA_FILE_SUFFIXES or Path(text).is_file():
             return make_task("file", path=text, **task_kwargs)
-        raise ValueError(
-            f"unknown task {text!r}; valid tasks: {list_tasks()}, or a path to a "
-            f"{'/'.join(DATA_FILE_SUFFIXES)} file of examples"
+        hint = (
+            " (a folder, but not one written by save_to_disk: for a folder of data files write 'hf:PATH')"
+            if Path(text).is_dir()
+            else ""
         )
+        raise ValueError(
+            f"unknown task {text!r}{hint}; valid tasks: {list_tasks()}, a path to a "
+            f"{'/'.join(DATA_FILE_SUFFIXES)} file of examples, 'hf:NAME[:CONFIG]' (a Hugging Face data set) "
+            "or a folder written by save_to_disk"
+        )
+    if is_dataset_object(spec):
+        return dataset_task(spec, **task_kwargs)
     if isinstance(spec, (Sequence, Mapping)):
         return make_examples_task(spec, **task_kwargs)
     raise ValueError(
-        f"cannot make a task from {type(spec).__name__}; pass one of {list_tasks()}, a file path, a Task "
-        "or a list of examples"
+        f"cannot make a task from {type(spec).__name__}; pass one of {list_tasks()}, a file path, a Task, "
+        "a list of examples, a datasets.Dataset / DatasetDict or 'hf:NAME'"
     )
 
 
@@ -121,6 +141,7 @@ __all__ = [
     "list_tasks",
     "make_addition_task",
     "make_copy_task",
+    "make_dataset_task",
     "make_examples_task",
     "make_file_task",
     "make_numbers_task",

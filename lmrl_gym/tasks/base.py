@@ -16,7 +16,8 @@ class Example:
     """One conditional generation example.
 
     :param prompt: the text the policy conditions on (may be empty).
-    :param references: one or more acceptable outputs; BLEU clips against all of them.
+    :param references: one or more acceptable outputs; BLEU clips against all of them. Empty only in
+        prompt-only data (a data set without references, for rewards that need none).
     """
 
     prompt: str
@@ -28,8 +29,6 @@ class Example:
         if isinstance(self.references, str):
             self.references = [self.references]
         self.references = list(self.references)
-        if not self.references:
-            raise ValueError("Example.references must hold at least one reference string")
         for ref in self.references:
             if not isinstance(ref, str):
                 raise TypeError(f"every reference must be a str, got {type(ref).__name__}")
@@ -64,6 +63,11 @@ class Task:
             raise ValueError(f"task {self.name!r} has unknown splits {extra}; allowed: {list(SPLITS)}")
         if not self.splits["train"]:
             raise ValueError(f"task {self.name!r} has an empty train split")
+
+    @property
+    def has_references(self) -> bool:
+        """False for prompt-only data: no example of any split has a reference."""
+        return any(ex.references for split in SPLITS for ex in self.splits[split])
 
     def examples(self, split: str = "train") -> list[Example]:
         """The examples of ``split`` (``"train"``, ``"validation"`` or ``"test"``)."""
