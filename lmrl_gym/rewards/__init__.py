@@ -4,7 +4,8 @@
 
 - a name: ``"bleu"``, ``"exact_match"``, ``"lm"``, ``"learned"`` (with ``reward_model=``, a saved
   :class:`RewardNetwork` or one in memory);
-- a :class:`Reward` instance;
+- a :class:`Reward` instance (e.g. a :class:`ClassifierReward` or a :class:`CausalLMScoreReward` on a
+  ``transformers`` model);
 - a plain Python function on strings (wrapped by :class:`CallableReward`);
 - a mapping ``{spec: weight}`` of any of these (a :class:`WeightedSumReward`).
 """
@@ -25,6 +26,7 @@ from lmrl_gym.rewards.base import (
     validate_reward_output,
 )
 from lmrl_gym.rewards.bleu import corpus_bleu, sentence_bleu
+from lmrl_gym.rewards.classifier import ClassifierReward
 from lmrl_gym.rewards.learned import LearnedReward, RewardNetwork, RewardNetworkConfig
 from lmrl_gym.rewards.lm_score import CausalLMScoreReward, LMScoreReward
 from lmrl_gym.rewards.ngram import KneserNeyLM
@@ -93,6 +95,7 @@ __all__ = [
     "BLEUReward",
     "CallableReward",
     "CausalLMScoreReward",
+    "ClassifierReward",
     "ExactMatchReward",
     "KneserNeyLM",
     "LMScoreReward",
