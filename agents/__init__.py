@@ -1,6 +1,7 @@
-"""The lmrl-gym agent library: a transformer policy, MLE pretraining, decoding, evaluation,
-REINFORCE / A2C / PPO with a KL leash, and inverse RL (:class:`IRL`) that learns a reward from
-demonstrations. Stable-Baselines3 interop is in :mod:`agents.sb3`.
+"""The lmrl-gym agent library: policies behind one protocol (:mod:`agents.policies`), MLE pretraining,
+decoding, evaluation, REINFORCE / A2C / PPO with a KL leash, and inverse RL (:class:`IRL`) that learns a
+reward from demonstrations. Stable-Baselines3 interop is in :mod:`agents.sb3`; the applications (command
+line, demo, benchmarks) are in :mod:`agents.commands` and :mod:`agents.bench`.
 """
 
 # ruff: noqa: E402  (the check below must run before the submodules are imported)
@@ -15,17 +16,19 @@ from agents.evaluation import evaluate, format_evaluation
 from agents.generate import decode
 from agents.irl import IRL
 from agents.models import TransformerConfig, TransformerLM
-from agents.policy import TransformerPolicy
+from agents.policies import Policy, TransformerPolicy, check_policy
 from agents.pretrain import pretrain
 
 __all__ = [
     "A2C",
     "IRL",
     "PPO",
+    "Policy",
     "REINFORCE",
     "TransformerConfig",
     "TransformerLM",
     "TransformerPolicy",
+    "check_policy",
     "decode",
     "evaluate",
     "format_evaluation",

@@ -8,12 +8,15 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.evaluation import evaluate
+from agents.policies.registry import load_policy, policy_kind_of
 
 
 class TextEvalCallback(BaseCallback):
     """Every ``eval_freq`` rollouts, run :func:`agents.evaluate` and log ``eval/<metric>``.
 
-    With ``best_model_save_path`` the policy is saved there (``best_policy.pt``) whenever ``metric``
+    With ``best_model_save_path`` the policy is saved there (``best_policy.pt`` for a
+    :class:`~agents.policies.transformer.TransformerPolicy`; ``best_`` + the checkpoint name its kind
+    registers for another, e.g. the folder ``best_policy`` of an ``HFPolicy``) whenever ``metric``
     improves. ``evaluations`` keeps ``(num_timesteps, results)`` of every evaluation.
 
     :param eval_env: the env to evaluate on (an id or env of the same task).
@@ -83,23 +86,23 @@ class TextEvalCallback(BaseCallback):
             self.best_timesteps = self.num_timesteps
             if self.best_model_save_path is not None:
                 self.best_model_save_path.mkdir(parents=True, exist_ok=True)
-                self.model.policy.save(self.best_model_save_path / "best_policy.pt")
+                self.model.policy.save(self._best_path())
             if self.verbose:
                 print(f"new best {self.metric} {self.best:.4f} at {self.num_timesteps} steps")
         return True
 
-    def best_policy(self, env: Any = None):
-        """The policy of the best check, read back from ``best_policy.pt``; None before the first check.
+    def _best_path(self) -> Path:
+        return self.best_model_save_path / f"best_{policy_kind_of(self.model.policy).checkpoint_name}"
 
-        :param env: checked against the policy (see :meth:`TransformerPolicy.load`).
+    def best_policy(self, env: Any = None):
+        """The policy of the best check, read back from where it was saved; None before the first check.
+
+        :param env: checked against the policy (see the policy class's ``load``).
         :raises ValueError: without ``best_model_save_path`` (nothing was kept).
         """
-        from agents.policy import TransformerPolicy
-
         if self.best_model_save_path is None:
             raise ValueError("best_policy needs best_model_save_path: without it no policy is kept")
         if self.best_timesteps is None:
             return None
-        return TransformerPolicy.load(
-            self.best_model_save_path / "best_policy.pt", env=env, device=self.model.policy.device
-        )
+        kind = policy_kind_of(self.model.policy)
+        return load_policy(kind.name, self._best_path(), env=env, device=self.model.policy.device)

@@ -15,7 +15,7 @@ import torch
 
 from agents.decoding import DEFAULT_LENGTH_PENALTY, DecodeOutput
 from agents.generate import decode_ids
-from agents.policy import TransformerPolicy, env_setup_of
+from agents.policies.base import Policy, check_policy, env_setup_of
 from lmrl_gym.env_setup import EnvSetup
 from lmrl_gym.rewards import KneserNeyLM
 from lmrl_gym.rewards.bleu import BleuStatistics, bleu_from_statistics, bleu_signature, bleu_statistics
@@ -107,7 +107,7 @@ def replay_rewards(
 
 @torch.no_grad()
 def evaluate(
-    policy: TransformerPolicy,
+    policy: Policy,
     env: Any,
     split: str = "test",
     method: str = "greedy",
@@ -137,6 +137,7 @@ def evaluate(
         ``distinct_1`` / ``distinct_2``, ``mean_length`` (tokens, eos excluded), ``count``, plus
         ``method`` and ``split``.
     """
+    check_policy(policy)
     setup = env_setup_of(env)
     policy.check_env(env)
     data = setup.data if split == setup.split else EnvSetup(split=split, **setup.kwargs).data
@@ -192,8 +193,8 @@ def evaluate(
         "exact_match": totals["exact"] / count,
         "mean_reward": totals["reward"] / count,
         "lm_score": totals["lm"] / count,
-        "distinct_1": distinct_n(tokens, lengths, 1, tok.vocab_size),
-        "distinct_2": distinct_n(tokens, lengths, 2, tok.vocab_size),
+        "distinct_1": distinct_n(tokens, lengths, 1, policy.vocab_size),
+        "distinct_2": distinct_n(tokens, lengths, 2, policy.vocab_size),
         "mean_length": float(lengths.float().mean()),
         "count": count,
         "method": method if method != "beam" else f"beam{beam_size}",

@@ -1,4 +1,5 @@
-"""``decode``: generate text for prompts with a policy, by greedy search, sampling or beam search."""
+"""``decode``: generate text for prompts with any :class:`~agents.policies.base.Policy`, by greedy search,
+sampling or beam search."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from collections.abc import Sequence
 import torch
 
 from agents.decoding import DEFAULT_LENGTH_PENALTY, DecodeOutput, beam_search, greedy_decode, sample_decode
-from agents.policy import TransformerPolicy
+from agents.policies.base import Policy
 
 METHODS = ("greedy", "sample", "beam")
 
 
 def decode_ids(
-    policy: TransformerPolicy,
+    policy: Policy,
     prompt_ids: torch.Tensor,
     method: str = "greedy",
     beam_size: int = 4,
@@ -34,7 +35,7 @@ def decode_ids(
         "max_new_tokens": max_new_tokens or policy.max_new_tokens,
         "eos_id": tok.eos_id,
         "pad_id": tok.pad_id,
-        "invalid_ids": tok.invalid_action_ids,
+        "invalid_ids": policy.invalid_ids,
     }
     lengths = policy.prompt_lengths(prompt_ids)
     with torch.no_grad():
@@ -63,7 +64,7 @@ def decode_ids(
         )
 
 
-def encode_prompts(policy: TransformerPolicy, prompts: Sequence[str]) -> torch.Tensor:
+def encode_prompts(policy: Policy, prompts: Sequence[str]) -> torch.Tensor:
     """Right-padded prompt ids ``[B, P]`` (prompts longer than the policy's width keep their first tokens)."""
     tok = policy.tokenizer
     ids = torch.full((len(prompts), policy.max_prompt_tokens), tok.pad_id, dtype=torch.long)
@@ -74,7 +75,7 @@ def encode_prompts(policy: TransformerPolicy, prompts: Sequence[str]) -> torch.T
 
 
 def decode(
-    policy: TransformerPolicy,
+    policy: Policy,
     prompts: str | Sequence[str],
     method: str = "greedy",
     beam_size: int = 4,

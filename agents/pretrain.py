@@ -1,4 +1,8 @@
-"""Maximum-likelihood (teacher-forcing) pretraining on a task's references: the usual start for RL on text."""
+"""Maximum-likelihood (teacher-forcing) pretraining on a task's references: the usual start for RL on text.
+
+Works on any :class:`~agents.policies.base.Policy` through its ``log_likelihood`` (the language model's own
+next-token distribution) and its ``nn.Module`` parameters.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from agents.policy import TransformerPolicy, env_setup_of
+from agents.policies.base import Policy, check_policy, env_setup_of
 from lmrl_gym.env_setup import EncodedSplit, encode_split
 
 
@@ -36,13 +39,14 @@ def reference_pairs(data: EncodedSplit, max_new_tokens: int, eos_id: int, pad_id
     return prompts, targets, lengths
 
 
-def sequence_nll(policy: TransformerPolicy, prompts, targets, lengths) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed token negative log-likelihood of the targets and the number of target tokens."""
-    logits, _ = policy.model(prompts, policy.prompt_lengths(prompts), targets)
-    logits = logits[:, : targets.shape[1]]
+def sequence_nll(policy: Policy, prompts, targets, lengths) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed token negative log-likelihood of the targets and the number of target tokens.
+
+    :param prompts: int ``[B, P]`` right-padded; :param targets: int ``[B, T]`` (reference then eos, padded);
+    :param lengths: int ``[B]`` target tokens of each row.
+    """
     mask = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (nll * mask).sum(), mask.sum()
+    return -policy.log_likelihood(prompts, targets, lengths).sum(), mask.sum()
 
 
 def learning_rate_at(step: int, total: int, warmup: int, peak: float, floor_fraction: float = 0.1) -> float:
@@ -54,7 +58,7 @@ def learning_rate_at(step: int, total: int, warmup: int, peak: float, floor_frac
 
 
 @torch.no_grad()
-def validation_loss(policy: TransformerPolicy, data, batch_size: int) -> float:
+def validation_loss(policy: Policy, data, batch_size: int) -> float:
     prompts, targets, lengths = data
     was_training = policy.training
     policy.eval()
@@ -68,7 +72,7 @@ def validation_loss(policy: TransformerPolicy, data, batch_size: int) -> float:
 
 
 def pretrain(
-    policy: TransformerPolicy,
+    policy: Policy,
     env: Any,
     epochs: int = 5,
     batch_size: int = 64,
@@ -88,7 +92,7 @@ def pretrain(
     every epoch. With ``patience``, training stops after that many epochs without a better validation loss
     and the best weights are restored.
 
-    :param policy: a :class:`TransformerPolicy` built for ``env``.
+    :param policy: a :class:`~agents.policies.base.Policy` built for ``env``.
     :param env: a TextGen env (id, ``TextGenEnv`` or ``TextGenVectorEnv``); its task and lengths are used.
     :param epochs: passes over the training pairs.
     :param batch_size: pairs per gradient step.
@@ -103,6 +107,7 @@ def pretrain(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    check_policy(policy)
     setup = env_setup_of(env)
     policy.check_env(env)
     tok = policy.tokenizer
@@ -127,8 +132,11 @@ def pretrain(
     steps_per_epoch = math.ceil(num_pairs / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup = max(1, int(warmup_fraction * total_steps))
-    decay = [p for n, p in policy.model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in policy.model.named_parameters() if p.dim() < 2]
+    # Weight decay on matrices only (not biases, norms' gains), as nanoGPT does; frozen weights (LoRA's
+    # base model) are left out.
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=learning_rate,
@@ -154,7 +162,7 @@ def pretrain(
             loss = nll / count
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.model.parameters(), max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
             optimizer.step()
             epoch_nll, epoch_tokens = epoch_nll + nll.item(), epoch_tokens + count.item()
             step += 1
@@ -176,13 +184,13 @@ def pretrain(
             )
         if patience is not None and val_pairs is not None:
             if val < best_loss:
-                best_loss, best_state, stale = val, copy.deepcopy(policy.model.state_dict()), 0
+                best_loss, best_state, stale = val, copy.deepcopy(policy.state_dict()), 0
             else:
                 stale += 1
                 if stale >= patience:
                     break
     bar.close()
     if best_state is not None:
-        policy.model.load_state_dict(best_state)
+        policy.load_state_dict(best_state)
     policy.eval()
     return history

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from agents.policy import TransformerPolicy
+from agents.policies.base import Policy
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 # Values are stored in bfloat16 (half the bytes; same range as float32, 8 significant bits: relative error at
@@ -251,7 +251,7 @@ def _pack_rewards(
 
 @torch.no_grad()
 def collect_trajectories(
-    policy: TransformerPolicy,
+    policy: Policy,
     venv: TextGenVectorEnv,
     generator: torch.Generator,
     reset_options: dict | None = None,
@@ -262,8 +262,10 @@ def collect_trajectories(
     and one batched ``venv.step_tensors``. Rows that have ended keep stepping their env (their results are
     ignored) with an invalid action: like eos it ends the autoreset episode at once, so the env starts the
     same episodes later, but it is not scored (no reward computation for padding). Whenever at most half
-    the rows the cache holds are still playing, the cache drops the ended ones, so late steps cost what the
-    remaining rows cost; the samples are those the full batch would have drawn.
+    the rows the cache holds are still playing, the cache drops the ended ones (``policy.select``), so late
+    steps cost what the remaining rows cost; the samples are those the full batch would have drawn.
+
+    :param policy: any :class:`~agents.policies.base.Policy`.
 
     :param venv: a ``TextGenVectorEnv`` with ``output="torch"`` on the policy's device.
     :param generator: the sampling generator (on the policy's device).
@@ -276,7 +278,7 @@ def collect_trajectories(
     n, width = prompts.shape[0], venv.setup.max_new_tokens
     dev = policy.device
     tok = policy.tokenizer
-    ended_action = (tok.invalid_action_ids or (tok.eos_id,))[0]
+    ended_action = (tuple(policy.invalid_ids) or (tok.eos_id,))[0]
     tokens = torch.full((n, width), tok.pad_id, dtype=torch.long, device=dev)
     log_probs = torch.zeros(n, width, device=dev)
     values = torch.zeros(n, width, device=dev)
@@ -307,7 +309,7 @@ def collect_trajectories(
             break
         if playing <= live.shape[0] // 2:
             keep = active[live].nonzero().squeeze(1)
-            state, live = policy.reorder(state, keep), live[keep]
+            state, live = policy.select(state, keep), live[keep]
         logits, state = policy.step(state, action[live])
     policy.train(was_training)
     return Trajectories.from_padded(
@@ -319,5 +321,5 @@ def collect_trajectories(
         pad_id=policy.tokenizer.pad_id,
         prompt_table=venv.setup.tensors["prompts"],
         example_index=example_index,
-        vocab_size=policy.tokenizer.vocab_size,
+        vocab_size=policy.vocab_size,
     )

@@ -266,3 +266,135 @@ def test_ppo_raises_test_bleu_above_the_mle_start_over_three_seeds():
         after.append(evaluate(model.policy, env)["bleu"])
     print(f"test BLEU {before:.2f} -> {[round(b, 2) for b in after]}")  # the README's figures (pytest -s)
     assert np.mean(after) > before + 0.5, (before, after)
+
+
+# ---------------------------------------------------------------------------------- Stable-Baselines3 habits
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_load_without_env_predicts_and_learns_after_set_env(name, tmp_path):
+    cls = ALGORITHMS[name]
+    model = cls("TransformerPolicy", copy_env(), seed=4, kl_coef=0.05, **TINY).learn(64)
+    model.save(tmp_path / "model.zip")
+    obs, _ = copy_env().reset(seed=0)
+
+    loaded = cls.load(tmp_path / "model.zip", device="cpu")  # as SB3 allows: for prediction
+    assert loaded.get_env() is None
+    assert loaded.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
+    with pytest.raises(RuntimeError, match=f"{cls.__name__}.learn needs an environment.*set_env"):
+        loaded.learn(64, reset_num_timesteps=False)
+    # set_env then resumes as load(path, env=...) would, to the last bit.
+    loaded.set_env(copy_env())
+    loaded.learn(64, reset_num_timesteps=False)
+    with_env = cls.load(tmp_path / "model.zip", env=copy_env(), device="cpu").learn(
+        64, reset_num_timesteps=False
+    )
+    for a, b in zip(parameters(loaded), parameters(with_env), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_an_alias_policy_needs_an_env():
+    with pytest.raises(ValueError, match="the policy alias 'TransformerPolicy' needs env="):
+        PPO("TransformerPolicy", None, **TINY)
+
+
+def test_round_1_checkpoints_still_load(tmp_path):
+    """A zip as round 1 wrote it: format /1, the policy as ``policy.pt``, the KL reference as the
+    TransformerLM's state_dict under ``reference``."""
+    import io
+    import json
+    import zipfile
+
+    model = PPO("TransformerPolicy", copy_env(), seed=2, kl_coef=0.05, **TINY).learn(64)
+    model.save(tmp_path / "new.zip")
+    with zipfile.ZipFile(tmp_path / "new.zip") as new:
+        meta = json.loads(new.read("algorithm.json"))
+        state = torch.load(io.BytesIO(new.read("state.pt")), weights_only=True)
+        policy_bytes = new.read("policy.pt")
+    assert meta["policy"] == {"kind": "transformer", "path": "policy.pt"}
+    meta = {"format": "lmrl_gym.algorithm/1", "algorithm": "PPO", "arguments": meta["arguments"]}
+    reference = state.pop("reference_state")
+    state["reference"] = {key.removeprefix("model."): value for key, value in reference.items()}
+    raw = io.BytesIO()
+    torch.save(state, raw)
+    with zipfile.ZipFile(tmp_path / "old.zip", "w") as old:
+        old.writestr("algorithm.json", json.dumps(meta))
+        old.writestr("policy.pt", policy_bytes)
+        old.writestr("state.pt", raw.getvalue())
+    resumed = PPO.load(tmp_path / "old.zip", env=copy_env(), device="cpu").learn(
+        64, reset_num_timesteps=False
+    )
+    expected = PPO.load(tmp_path / "new.zip", env=copy_env(), device="cpu").learn(
+        64, reset_num_timesteps=False
+    )
+    for a, b in zip(parameters(resumed), parameters(expected), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_learn_takes_stable_baselines3_keywords_in_its_order():
+    import inspect
+
+    from stable_baselines3 import PPO as SB3PPO
+
+    ours = list(inspect.signature(PPO.learn).parameters)
+    theirs = list(inspect.signature(SB3PPO.learn).parameters)
+    assert ours == theirs == [
+        "self", "total_timesteps", "callback", "log_interval", "tb_log_name", "reset_num_timesteps", "progress_bar",
+    ]  # fmt: skip
+
+
+def test_tensorboard_log_without_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(
+        ImportError, match="tensorboard_log=.* needs TensorBoard, which is not installed: pip install"
+    ):
+        PPO("TransformerPolicy", copy_env(), tensorboard_log=str(tmp_path), **TINY)
+    # A checkpoint that logged to TensorBoard still loads to predict; learn says what is missing.
+    monkeypatch.delitem(sys.modules, "tensorboard")
+    with_tensorboard = PPO("TransformerPolicy", copy_env(), **TINY)
+    with_tensorboard.tensorboard_log = str(tmp_path)
+    with_tensorboard.save(tmp_path / "model.zip")
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    loaded = PPO.load(tmp_path / "model.zip", env=copy_env(), device="cpu")
+    assert loaded.tensorboard_log == str(tmp_path)
+    with pytest.raises(ImportError, match="needs TensorBoard"):
+        loaded.learn(16)
+
+
+def test_tb_log_name_names_the_run_folders_as_stable_baselines3_does(tmp_path, monkeypatch):
+    """``{tensorboard_log}/{tb_log_name}_{n}``: a new run per learn, the same one with
+    ``reset_num_timesteps=False``. Without TensorBoard installed, its writer is replaced by a stand-in."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        install_fake_tensorboard(monkeypatch)
+    model = PPO("TransformerPolicy", copy_env(), tensorboard_log=str(tmp_path), seed=0, **TINY)
+    model.learn(16)
+    model.learn(16, tb_log_name="copy")
+    model.learn(16, tb_log_name="copy")
+    model.learn(16, tb_log_name="copy", reset_num_timesteps=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PPO_1", "copy_1", "copy_2"]
+
+
+def install_fake_tensorboard(monkeypatch) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    import stable_baselines3.common.logger as sb3_logger
+    import stable_baselines3.common.utils as sb3_utils
+
+    class FakeWriter:
+        def __init__(self, log_dir: str) -> None:
+            self.log_dir = log_dir
+
+        def __getattr__(self, name):  # add_scalar, add_text, flush, close, ...
+            return lambda *args, **kwargs: None
+
+    module = types.ModuleType("tensorboard")
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboard", module)
+    monkeypatch.setattr(sb3_logger, "SummaryWriter", FakeWriter)
+    monkeypatch.setattr(sb3_utils, "SummaryWriter", FakeWriter)

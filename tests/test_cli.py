@@ -1,4 +1,5 @@
-"""The ``lmrl-gym`` command line (``agents.cli``) and the end-to-end demo (``agents.demo``) on tiny budgets."""
+"""The ``lmrl-gym`` command line (``agents.commands.cli``) and the end-to-end demo (``agents.commands.demo``) on
+tiny budgets; the old entry points (``python -m agents.cli`` / ``agents.demo``) still run them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import cli, demo
+from agents.commands import cli, demo
 
 # A 6-symbol copy task of length 3: small enough that a train + eval run takes seconds.
 TASK_KWARGS = json.dumps({"num_symbols": 6, "min_length": 3, "max_length": 3})
@@ -119,7 +120,7 @@ def test_train_honours_task_kwargs(trained_run: tuple[Path, str]) -> None:
     """The checkpoint was built for the 6-symbol task: its tokenizer is not the default copy task's."""
     import gymnasium as gym
 
-    from agents.policy import TransformerPolicy
+    from agents.policies import TransformerPolicy
 
     out, _ = trained_run
     policy = TransformerPolicy.load(out / "policy.pt", device="cpu")
@@ -249,7 +250,7 @@ def test_every_command_passes_the_env_arguments_to_gym_make(
 def test_train_and_eval_on_a_user_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's command on a tiny budget: the file's task, the reward and max_new_tokens reach the
     training env, the validation checks and the test evaluation; eval needs the same env arguments."""
-    from agents.policy import TransformerPolicy
+    from agents.policies import TransformerPolicy
 
     data = write_examples_file(tmp_path / "my.jsonl")
     env_flags = ["--env", "TextGen-v0", "--task", str(data), "--reward", "exact_match",
@@ -278,28 +279,40 @@ def test_train_and_eval_on_a_user_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert "give eval the --env, --task, --task-kwargs and --env-kwargs" in capsys.readouterr().err
 
 
-def test_bench_forwards_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.benchmark
-    import agents.benchmark_rl
+def test_bench_parses_each_benchmarks_flags_and_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.bench.decoding
+    import agents.bench.ppo_vs_sb3
     import lmrl_gym.benchmark
 
-    calls: list[tuple[str, list[str]]] = []
+    calls: list[tuple[str, object]] = []
     monkeypatch.setattr(lmrl_gym.benchmark, "main", lambda argv: calls.append(("env", argv)))
-    monkeypatch.setattr(agents.benchmark, "main", lambda argv: calls.append(("decoding", argv)))
-    monkeypatch.setattr(agents.benchmark_rl, "main", lambda argv: calls.append(("ppo-vs-sb3", argv)))
+    for name, module in (("decoding", agents.bench.decoding), ("ppo-vs-sb3", agents.bench.ppo_vs_sb3)):
+        monkeypatch.setattr(module, "run", lambda name=name, **settings: calls.append((name, settings)))
+        monkeypatch.setattr(module, "format_report", lambda result, settings: "table")
     assert cli.main(["bench", "env", "--num-envs", "8", "--repeats", "1"]) == 0
     assert cli.main(["bench", "decoding", "--batch", "4"]) == 0
     assert cli.main(["bench", "ppo-vs-sb3", "--max-new-tokens", "16"]) == 0
-    assert calls == [
-        ("env", ["--num-envs", "8", "--repeats", "1"]),
-        ("decoding", ["--batch", "4"]),
-        ("ppo-vs-sb3", ["--max-new-tokens", "16"]),
-    ]
+    assert calls[0] == ("env", ["--num-envs", "8", "--repeats", "1"])
+    assert calls[1][0] == "decoding" and calls[1][1]["batch"] == 4 and calls[1][1]["new_tokens"] == 64
+    assert calls[2][0] == "ppo-vs-sb3" and calls[2][1]["max_new_tokens"] == 16
+
+
+def test_old_entry_points_are_the_new_modules() -> None:
+    import agents.bench.ppo_vs_sb3
+    import agents.benchmark
+    import agents.benchmark_rl
+    import agents.cli
+    import agents.commands.cli
+    import agents.commands.demo
+    import agents.demo
+
+    assert agents.cli is agents.commands.cli and agents.demo is agents.commands.demo
+    assert agents.benchmark_rl.run is agents.bench.ppo_vs_sb3.run and callable(agents.benchmark.main)
 
 
 def test_console_script_is_declared() -> None:
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    assert 'lmrl-gym = "agents.cli:main"' in text
+    assert 'lmrl-gym = "agents.commands.cli:main"' in text
 
 
 @pytest.mark.parametrize("eval_freq", [0, 1])
@@ -330,7 +343,7 @@ def test_demo_pretrain_subset_lowers_the_loss() -> None:
 
     import torch
 
-    from agents.policy import TransformerPolicy
+    from agents.policies import TransformerPolicy
 
     torch.manual_seed(0)
     policy = TransformerPolicy.for_env("TextGen-v0", n_layer=1, n_embd=32, device="cpu")
@@ -357,3 +370,23 @@ def test_learning_curve_reads_training_rows_and_validation_checks(tmp_path: Path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     progress.write_text("time/total_timesteps,train/loss\n100,1.0\n")  # nothing to plot: still a PNG
     assert cli.plot_learning_curve(progress, png, "t") == 0 and png.stat().st_size > 0
+
+
+def test_library_code_never_imports_the_applications() -> None:
+    """DESIGN's layering: nothing in agents/ imports commands/ or bench/, and bench/ never imports commands/
+    (it takes its arguments from there); only the old entry points' shims reach both."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "agents"
+    shims = {"cli.py", "demo.py", "benchmark.py", "benchmark_rl.py", "benchmark_algorithms.py"}
+    for path in root.rglob("*.py"):
+        part = path.relative_to(root).parts
+        if part[0] == "commands" or (len(part) == 1 and part[0] in shims):
+            continue
+        forbidden = ("agents.commands",) if part[0] == "bench" else ("agents.commands", "agents.bench")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.startswith(forbidden)]
+            assert not bad, f"{path.relative_to(root)} imports {bad}"

@@ -175,3 +175,37 @@ def test_auto_device_and_cpu_precision():
     )
     logits, state = policy.start(torch.tensor([[4, 5, 0, 0, 0, 0, 0, 0]]))
     assert logits.dtype == torch.float32 and state.cache.keys[0].dtype == torch.float32  # fp32 on CPU
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_the_cache_grows_past_what_start_allocated(arch):
+    """``max_new_tokens`` preallocates; steps and feeds beyond it extend the cache (multi-turn feeds leave
+    holes, so the columns used can exceed the tokens read) and still equal the full forward."""
+    gen = torch.Generator().manual_seed(3)
+    config = TransformerConfig(vocab_size=13, arch=arch, n_layer=1, n_head=2, n_embd=16, max_positions=16)
+    model = TransformerLM(config).eval()
+    prompts, lengths, targets = padded_batch(13, gen)
+    _, _, cache = model.start(prompts, lengths, max_new_tokens=1)
+    capacity = cache.capacity
+    model.step(cache, targets[:, 0])
+    counts = torch.tensor([3, 1, 0, 2])
+    logits, _, cache = model.feed(cache, targets[:, 1:4], counts)
+    assert cache.capacity > capacity and cache.length == capacity + 3
+    logits, _, cache = model.step(cache, targets[:, 4])
+    for row in range(4):
+        sequence = torch.cat([targets[row, :1], targets[row, 1 : 1 + counts[row]], targets[row, 4:5]])
+        expected, _ = model(prompts[row : row + 1], lengths[row : row + 1], sequence[None])
+        torch.testing.assert_close(logits[row], expected[0, -1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_running_past_the_position_table_is_a_clear_error(arch):
+    config = TransformerConfig(vocab_size=13, arch=arch, n_layer=1, n_head=2, n_embd=16, max_positions=8)
+    model = TransformerLM(config).eval()
+    prompts, lengths, targets = padded_batch(13, torch.Generator().manual_seed(4))
+    _, _, cache = model.start(prompts, lengths, max_new_tokens=2)
+    with pytest.raises(ValueError, match="beyond max_positions=8"):
+        model.feed(cache, torch.full((4, 8), 5), torch.full((4,), 8))
+    with pytest.raises(ValueError, match="beyond max_positions=8"):
+        for _ in range(8):
+            model.step(cache, targets[:, 0])

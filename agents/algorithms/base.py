@@ -1,12 +1,13 @@
 """What REINFORCE, A2C and PPO share: the Stable-Baselines3 surface, rollouts, the KL leash, checkpoints.
 
 A subclass implements :meth:`TextRLAlgorithm.train` (one update from a batch of trajectories) and lists
-its own hyper-parameters in ``_hyperparameters``.
+its own hyper-parameters in ``_hyperparameters``. The policy is anything that implements the
+:class:`~agents.policies.base.Policy` protocol; nothing else about it is assumed.
 """
 
 from __future__ import annotations
 
-import copy
+import importlib.util
 import io
 import json
 import os
@@ -20,17 +21,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
-from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.utils import configure_logger
 from tqdm.auto import tqdm
 
 from agents.devices import resolve_device
-from agents.policy import SequenceScores, TransformerPolicy, env_setup_of
+from agents.policies.base import Policy, SequenceScores, check_policy, env_setup_of
+from agents.policies.registry import load_policy, policy_kind_of
+from agents.policies.transformer import TransformerPolicy
 from agents.rollout import PaddedTrajectories, Trajectories, collect_trajectories
 from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 POLICY_ALIASES = ("TransformerPolicy",)
-ALGORITHM_FORMAT = "lmrl_gym.algorithm/1"
+# /2 names the policy's kind (a file or a folder checkpoint) and stores the KL reference as the state_dict of
+# the policy's frozen copy; /1 (round 1: always a TransformerPolicy file) is still read.
+ALGORITHM_FORMAT = "lmrl_gym.algorithm/2"
+READABLE_FORMATS = ("lmrl_gym.algorithm/1", ALGORITHM_FORMAT)
 
 
 # What one more forward/backward pass costs, in padded positions (one row position of the trunk), on a
@@ -63,6 +70,17 @@ def length_groups(
     return [(lo, hi, int(lengths[hi - 1])) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def require_tensorboard(folder: str | os.PathLike) -> None:
+    """Raise ImportError with what to do unless TensorBoard (what ``tensorboard_log`` writes with) is
+    installed; Stable-Baselines3 would only fail at the first ``learn``, with a bare assertion."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            f"tensorboard_log={str(folder)!r} needs TensorBoard, which is not installed: "
+            "pip install tensorboard (or leave tensorboard_log=None and log with set_logger(configure(folder, "
+            '["csv"])))'
+        )
+
+
 class KLController:
     """The coefficient beta of the per-token penalty ``r_t -= beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))``.
 
@@ -88,11 +106,13 @@ class KLController:
 class TextRLAlgorithm:
     """Base of the policy-gradient algorithms, with Stable-Baselines3's surface.
 
-    :param policy: a :class:`TransformerPolicy`, or the alias ``"TransformerPolicy"`` (built for ``env``
-        with ``policy_kwargs``).
+    :param policy: any :class:`~agents.policies.base.Policy` (a :class:`TransformerPolicy`, an
+        :class:`~agents.policies.hf.HFPolicy`, a user's own), or the alias ``"TransformerPolicy"`` (built
+        for ``env`` with ``policy_kwargs``).
     :param env: an env id, a ``TextGenEnv`` or a ``TextGenVectorEnv``; training runs on a native
         ``TextGenVectorEnv`` of the same task, reward and lengths (train split) with ``n_envs`` episodes
-        per rollout.
+        per rollout. None (a policy object only): the model can :meth:`predict` but not :meth:`learn`
+        until :meth:`set_env`, as after ``load(path)`` without ``env``.
     :param learning_rate: AdamW step size.
     :param n_envs: episodes per rollout (all played in lock-step with one KV cache).
     :param gamma: discount (1 for text: the reward mostly comes at the end).
@@ -109,7 +129,8 @@ class TextRLAlgorithm:
         sampling and any grouping of prompts.
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ...; a policy object keeps its own device.
     :param verbose: 0 silent, 1 log to stdout.
-    :param tensorboard_log: a folder for tensorboard logs (None: none).
+    :param tensorboard_log: a folder for TensorBoard logs, one run folder ``{tb_log_name}_{n}`` per
+        :meth:`learn` as Stable-Baselines3 writes them (None: none). Needs the ``tensorboard`` package.
     """
 
     _hyperparameters: ClassVar[tuple[str, ...]] = ()
@@ -118,7 +139,7 @@ class TextRLAlgorithm:
 
     def __init__(
         self,
-        policy: TransformerPolicy | str,
+        policy: Policy | str,
         env: Any,
         learning_rate: float = 3e-4,
         n_envs: int = 64,
@@ -128,28 +149,34 @@ class TextRLAlgorithm:
         max_grad_norm: float = 1.0,
         kl_coef: float = 0.0,
         target_kl_penalty: float | None = None,
-        reference_policy: TransformerPolicy | None = None,
+        reference_policy: Policy | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
         device: str | torch.device = "auto",
         verbose: int = 0,
         tensorboard_log: str | None = None,
     ) -> None:
-        setup = env_setup_of(env)
+        setup = None if env is None else env_setup_of(env)
         if isinstance(policy, str):
             if policy not in POLICY_ALIASES:
                 raise ValueError(
-                    f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a TransformerPolicy"
+                    f"unknown policy alias {policy!r}; valid: {list(POLICY_ALIASES)} or a policy object "
+                    "(agents.policies.base.Policy)"
                 )
+            if env is None:
+                raise ValueError(f"the policy alias {policy!r} needs env= to size the policy")
             if seed is not None:
                 # As Stable-Baselines3's seed does: the global generator, which draws the weights (on the
                 # CPU, then moved). Callers that seeded it with the same value just before get the same
                 # weights (and the same generator state afterwards) as before seed= reached construction.
                 torch.manual_seed(seed)
             policy = TransformerPolicy.for_env(env, device=device, **(policy_kwargs or {}))
-        elif not isinstance(policy, TransformerPolicy):
-            raise ValueError(f"policy must be a TransformerPolicy or an alias, got {type(policy).__name__}")
-        policy.check_env(env)
+        else:
+            check_policy(policy)
+        if env is not None:
+            policy.check_env(env)
+        if tensorboard_log is not None:
+            require_tensorboard(tensorboard_log)
         for name, value in (("learning_rate", learning_rate), ("max_grad_norm", max_grad_norm)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -158,7 +185,7 @@ class TextRLAlgorithm:
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.policy = policy
-        self.env_kwargs = dict(setup.kwargs)
+        self.env_kwargs = None if setup is None else dict(setup.kwargs)
         self.learning_rate = learning_rate
         self.n_envs = n_envs
         self.gamma = gamma
@@ -181,11 +208,14 @@ class TextRLAlgorithm:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0 if seed is None else seed)
         self.rng = np.random.default_rng(seed)
-        self.env = self._make_env()
+        self.env = None if env is None else self._make_env()
         self.num_timesteps = 0
         self._n_updates = 0
         self._env_seeded = False
+        # The env's sampling state from a checkpoint loaded without env: applied by the first set_env.
+        self._saved_env_state: dict[str, Any] | None = None
         self._logger: Logger | None = None
+        self._custom_logger = False
         self.ep_info_buffer: list[float] = []
 
     # ------------------------------------------------------------------ environment
@@ -200,30 +230,46 @@ class TextRLAlgorithm:
             **self.env_kwargs,
         )
 
-    def get_env(self) -> TextGenVectorEnv:
+    def get_env(self) -> TextGenVectorEnv | None:
         return self.env
 
     def set_env(self, env: Any) -> None:
-        """Train on ``env`` from now on (it must match the policy's tokenizer and lengths)."""
+        """Train on ``env`` from now on (it must match the policy's tokenizer and lengths).
+
+        On a model loaded without ``env``, the first ``set_env`` also restores the saved env's example
+        sequence, so that ``load(path)`` + ``set_env(env)`` continues as ``load(path, env=env)`` does."""
         self.policy.check_env(env)
         self.env_kwargs = dict(env_setup_of(env).kwargs)
         self.env = self._make_env()
         self._env_seeded = False
+        if self._saved_env_state is not None:
+            self._restore_env_state(self._saved_env_state)
+            self._saved_env_state = None
 
     @property
     def logger(self) -> Logger:
         if self._logger is None:
-            formats = (["stdout"] if self.verbose else []) + (["tensorboard"] if self.tensorboard_log else [])
-            self._logger = configure(self.tensorboard_log, formats)
+            self._logger = self._configure_logger(type(self).__name__, reset_num_timesteps=True)
         return self._logger
 
     def set_logger(self, logger: Logger) -> None:
-        """Use an SB3 logger, e.g. ``stable_baselines3.common.logger.configure(folder, ["stdout", "csv"])``."""
+        """Use an SB3 logger, e.g. ``stable_baselines3.common.logger.configure(folder, ["stdout", "csv"])``;
+        kept by every later :meth:`learn` (which otherwise configures its own, as SB3 does)."""
         self._logger = logger
+        self._custom_logger = True
+
+    def _configure_logger(self, tb_log_name: str, reset_num_timesteps: bool) -> Logger:
+        """Stable-Baselines3's logger for a :meth:`learn`: stdout when ``verbose``, and with
+        ``tensorboard_log`` a run folder ``{tb_log_name}_{n}`` (the next free n, or the last one when
+        training continues with ``reset_num_timesteps=False``)."""
+        if self.tensorboard_log is not None:
+            require_tensorboard(self.tensorboard_log)
+        return configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
 
     # ------------------------------------------------------------------ rollouts and the KL leash
 
     def collect_rollout(self) -> Trajectories:
+        self._require_env("collect_rollout")
         if not self._env_seeded:
             self.env.reset(seed=self.seed)
             self._env_seeded = True
@@ -245,7 +291,7 @@ class TextRLAlgorithm:
         :meth:`penalised_rewards`, which runs before an update's first gradient step: so the reference is
         the policy as it was before this algorithm changed it, whoever drives the updates."""
         if self.reference_policy is None and self.uses_kl_penalty:
-            self.reference_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            self.reference_policy = self.policy.frozen_copy()
 
     def penalised_rewards(self, batch: PaddedTrajectories) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rewards - beta * kl, kl)``, each ``[N, T]``; kl is log pi_old - log pi_ref per token.
@@ -266,7 +312,7 @@ class TextRLAlgorithm:
         rows: torch.Tensor,
         lengths: np.ndarray,
         prompt_lengths: torch.Tensor,
-        policy: TransformerPolicy | None = None,
+        policy: Policy | None = None,
     ) -> tuple[SequenceScores, torch.Tensor]:
         """Score the episodes ``rows`` of ``batch`` with ``policy`` (default: the one being trained).
 
@@ -303,9 +349,7 @@ class TextRLAlgorithm:
 
         return SequenceScores(join("log_probs"), join("entropy"), join("values")), rows
 
-    def evaluate_rollout(
-        self, batch: PaddedTrajectories, policy: TransformerPolicy | None = None
-    ) -> SequenceScores:
+    def evaluate_rollout(self, batch: PaddedTrajectories, policy: Policy | None = None) -> SequenceScores:
         """:meth:`evaluate_episodes` of every episode, ``[N, T]`` in the rollout's order."""
         every = torch.arange(batch.lengths.shape[0], device=self.device)
         prompt_lengths = self.policy.prompt_lengths(batch.prompts)
@@ -345,21 +389,42 @@ class TextRLAlgorithm:
         self.optimizer.step()
         return norm
 
+    def _require_env(self, what: str) -> None:
+        if self.env is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.{what} needs an environment: this model has none (loaded without "
+                "env= or built with env=None), so it can predict only; call set_env(env) first"
+            )
+
     def learn(
         self,
         total_timesteps: int,
         callback: Any = None,
         log_interval: int = 1,
-        progress_bar: bool = False,
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
     ) -> TextRLAlgorithm:
         """Collect rollouts of ``n_envs`` episodes and update until ``total_timesteps`` env steps (tokens).
 
-        ``callback``: an SB3 callback, a list of them, or a function ``(locals, globals) -> bool``; its
-        ``on_step`` runs once per rollout (returning False stops training).
+        Stable-Baselines3's keywords, with its meanings:
+
+        :param callback: an SB3 callback, a list of them, or a function ``(locals, globals) -> bool``; its
+            ``on_step`` runs once per rollout (returning False stops training).
+        :param log_interval: log (and dump) every this many updates (0: never).
+        :param tb_log_name: the TensorBoard run folder's name, ``{tensorboard_log}/{tb_log_name}_{n}``
+            (default: the algorithm's class name, e.g. ``"PPO"``).
+        :param reset_num_timesteps: start counting timesteps (and a new TensorBoard run) from 0; False
+            continues both, e.g. after :meth:`load`.
+        :param progress_bar: show a progress bar over the timesteps.
         """
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps <= 0:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
+        self._require_env("learn")
+        # A new logger per learn only where it has a run folder to pick (each SB3 configure also makes a
+        # temporary folder, which a stdout-only logger does not need anew).
+        if not self._custom_logger and (self._logger is None or self.tensorboard_log is not None):
+            self._logger = self._configure_logger(tb_log_name or type(self).__name__, reset_num_timesteps)
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps if not reset_num_timesteps else total_timesteps
@@ -453,8 +518,12 @@ class TextRLAlgorithm:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a zip (policy checkpoint, hyper-parameters, optimizer, reference policy, RNG and env
-        states) atomically, so that ``load`` + ``learn`` continues exactly as if training never stopped."""
+        states) atomically, so that ``load`` + ``learn`` continues exactly as if training never stopped.
+
+        The policy is written by its own ``save`` under the name its kind registers
+        (:mod:`agents.policies.registry`): a file (``policy.pt``) or a folder (``policy/...``) in the zip."""
         path = Path(path)
+        kind = policy_kind_of(self.policy)
         state = {
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
@@ -462,76 +531,109 @@ class TextRLAlgorithm:
             "num_timesteps": self.num_timesteps,
             "n_updates": self._n_updates,
             "kl_coef": self.kl.coef,
-            "env_seed_keys": None if self.env._seed_keys is None else self.env._seed_keys.tolist(),
-            "env_episode_counts": self.env._episode_counts.tolist(),
-            "env_seeded": self._env_seeded,
-            "reference": None if self.reference_policy is None else self.reference_policy.model.state_dict(),
+            **self._env_state(),
+            "reference_state": None if self.reference_policy is None else self.reference_policy.state_dict(),
             "ep_info_buffer": list(self.ep_info_buffer),
             "attributes": {name: getattr(self, name) for name in self._state_attributes},
         }
-        buffers = {}
-        for name, obj in (("policy.pt", None), ("state.pt", state)):
-            raw = io.BytesIO()
-            if obj is None:
-                with tempfile.TemporaryDirectory() as folder:
-                    self.policy.save(Path(folder) / "policy.pt")
-                    raw.write((Path(folder) / "policy.pt").read_bytes())
-            else:
-                torch.save(obj, raw)
-            buffers[name] = raw.getvalue()
+        raw_state = io.BytesIO()
+        torch.save(state, raw_state)
         meta = {
             "format": ALGORITHM_FORMAT,
             "algorithm": type(self).__name__,
+            "policy": {"kind": kind.name, "path": kind.checkpoint_name},
             "arguments": self._constructor_arguments(),
         }
-        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
-            archive.writestr("algorithm.json", json.dumps(meta))
-            for name, data in buffers.items():
-                archive.writestr(name, data)
+        with tempfile.TemporaryDirectory() as folder:
+            written = Path(folder) / kind.checkpoint_name
+            self.policy.save(written)
+            files = [written] if written.is_file() else sorted(f for f in written.rglob("*") if f.is_file())
+            with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+                archive.writestr("algorithm.json", json.dumps(meta))
+                for file in files:
+                    archive.write(file, file.relative_to(folder).as_posix())
+                archive.writestr("state.pt", raw_state.getvalue())
+
+    def _env_state(self) -> dict[str, Any]:
+        """Where the env's example sequence stands (what a resumed run needs to draw the same episodes)."""
+        if self.env is None:  # loaded without env and never given one: pass the saved state on
+            return dict(self._saved_env_state or {"env_seed_keys": None, "env_episode_counts": None})
+        return {
+            "env_seed_keys": None if self.env._seed_keys is None else self.env._seed_keys.tolist(),
+            "env_episode_counts": self.env._episode_counts.tolist(),
+            "env_seeded": self._env_seeded,
+        }
+
+    def _restore_env_state(self, state: dict[str, Any]) -> None:
+        if state.get("env_episode_counts") is None:  # saved without an env: nothing to restore
+            return
+        if state["env_seed_keys"] is not None:
+            self.env._seed_keys = np.array(state["env_seed_keys"], dtype=np.uint64)
+        self.env._episode_counts = np.array(state["env_episode_counts"], dtype=np.uint64)
+        self._env_seeded = state["env_seeded"]
 
     @classmethod
     def load(
         cls, path: str | os.PathLike, env: Any = None, device: str | torch.device = "auto"
     ) -> TextRLAlgorithm:
-        """Load what :meth:`save` wrote. ``env``: train on this env (default: the saved env's settings are
-        not stored, so pass the env, an id or an env object, matching the policy)."""
+        """Load what :meth:`save` wrote (also round 1's zips).
+
+        :param env: train on this env (an id or env object matching the policy). Without it the model can
+            :meth:`predict`; :meth:`learn` then asks for :meth:`set_env` first, which resumes the saved env's
+            example sequence as ``load(path, env=env)`` would.
+        :param device: where the policy goes (``"auto"``: CUDA when present).
+        """
         path = Path(path)
         try:
             with zipfile.ZipFile(path) as archive:
                 meta = json.loads(archive.read("algorithm.json"))
-                policy_bytes = archive.read("policy.pt")
                 state = torch.load(
                     io.BytesIO(archive.read("state.pt")), map_location="cpu", weights_only=True
                 )
+                if meta.get("format") not in READABLE_FORMATS or meta.get("algorithm") != cls.__name__:
+                    raise ValueError(
+                        f"{path} holds a {meta.get('algorithm')!r} checkpoint, not {cls.__name__}"
+                    )
+                # Round-1 zips hold a TransformerPolicy file and no "policy" entry.
+                policy_meta = meta.get("policy", {"kind": "transformer", "path": "policy.pt"})
+                name = policy_meta["path"]
+                members = [m for m in archive.namelist() if m == name or m.startswith(f"{name}/")]
+                if not members:
+                    raise KeyError(f"there is no item named {name!r} in the archive")
+                with tempfile.TemporaryDirectory() as folder:
+                    for member in members:
+                        archive.extract(member, folder)
+                    policy = load_policy(
+                        policy_meta["kind"], Path(folder) / name, env=env, device=resolve_device(device)
+                    )
         except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, RuntimeError) as err:
             raise ValueError(f"{path} is not a readable {cls.__name__} checkpoint: {err}") from err
-        if meta.get("format") != ALGORITHM_FORMAT or meta.get("algorithm") != cls.__name__:
-            raise ValueError(f"{path} holds a {meta.get('algorithm')!r} checkpoint, not {cls.__name__}")
-        if env is None:
-            raise ValueError("load needs env= (an id or env matching the saved policy)")
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "policy.pt").write_bytes(policy_bytes)
-            policy = TransformerPolicy.load(
-                Path(folder) / "policy.pt", env=env, device=resolve_device(device)
-            )
         arguments = dict(meta["arguments"])
+        # Checked when training starts instead: a model loaded to predict needs no TensorBoard.
+        tensorboard_log = arguments.pop("tensorboard_log", None)
         model = cls(policy, env, **arguments)
+        model.tensorboard_log = tensorboard_log
         model.optimizer.load_state_dict(state["optimizer"])
         model.generator.set_state(state["generator"])
         model.rng.bit_generator.state = state["rng"]
         model.num_timesteps = state["num_timesteps"]
         model._n_updates = state["n_updates"]
         model.kl.coef = state["kl_coef"]
-        if state["env_seed_keys"] is not None:
-            model.env._seed_keys = np.array(state["env_seed_keys"], dtype=np.uint64)
-        model.env._episode_counts = np.array(state["env_episode_counts"], dtype=np.uint64)
-        model._env_seeded = state["env_seeded"]
+        env_state = {key: state.get(key) for key in ("env_seed_keys", "env_episode_counts", "env_seeded")}
+        if env is None:
+            model._saved_env_state = env_state
+        else:
+            model._restore_env_state(env_state)
         # Absent from checkpoints written before it was saved: those resume with an empty buffer.
         model.ep_info_buffer = list(state.get("ep_info_buffer", []))
         for name, value in state["attributes"].items():
             setattr(model, name, value)
-        if state["reference"] is not None:
-            reference = copy.deepcopy(policy)
-            reference.model.load_state_dict(state["reference"])
-            model.reference_policy = reference.eval().requires_grad_(False)
+        reference_state = state.get("reference_state")
+        if reference_state is None and state.get("reference") is not None:
+            # Round 1 stored the reference TransformerPolicy's TransformerLM weights (its ``model``).
+            reference_state = {f"model.{key}": value for key, value in state["reference"].items()}
+        if reference_state is not None:
+            reference = policy.frozen_copy()
+            reference.load_state_dict(reference_state)
+            model.reference_policy = reference
         return model

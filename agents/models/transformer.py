@@ -166,10 +166,14 @@ class Block(nn.Module):
 class KVCache:
     """The state of incremental decoding for a batch of B rows.
 
-    ``keys[l]`` / ``values[l]``: ``[B, H, S, D]`` preallocated for S positions, of which ``length`` are
-    filled. ``key_valid``: bool ``[B, S]`` (False for padding). ``positions``: int64 ``[B]``, the position id
-    of each row's next token. For ``seq2seq``, ``cross[l]`` holds the encoder's keys and values per layer and
-    ``cross_valid`` ``[B, P + 1]`` its padding mask.
+    ``keys[l]`` / ``values[l]``: ``[B, H, S, D]`` preallocated for S columns, of which ``length`` are
+    filled. Columns are shared by the rows, positions are not: ``positions``: int64 ``[B]``, the position id
+    of each row's next token. ``key_valid``: bool ``[B, S]``, False for a column that holds no token of that
+    row (prompt padding, and the holes a ragged :meth:`TransformerLM.feed` leaves in rows given fewer
+    tokens than the widest); attention never reads such a column. ``position_bound``: an upper bound on
+    ``positions`` kept on the host, so that :meth:`TransformerLM.step` can refuse to run past the position
+    table without reading the device. For ``seq2seq``, ``cross[l]`` holds the encoder's keys and values per
+    layer and ``cross_valid`` ``[B, P + 1]`` its padding mask.
     """
 
     keys: list[torch.Tensor]
@@ -179,10 +183,27 @@ class KVCache:
     length: int = 0
     cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     cross_valid: torch.Tensor | None = None
+    position_bound: int = 0
 
     @property
     def capacity(self) -> int:
         return self.key_valid.shape[1]
+
+    def reserve(self, columns: int) -> None:
+        """Make room for ``columns`` more columns, growing by at least half the capacity (amortised O(1)
+        per token) when the preallocated room is short."""
+        missing = self.length + columns - self.capacity
+        if missing <= 0:
+            return
+        extra = max(missing, self.capacity // 2)
+        b, h, _, d = self.keys[0].shape
+
+        def grow(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, x.new_zeros(b, h, extra, d)], dim=2)
+
+        self.keys = [grow(k) for k in self.keys]
+        self.values = [grow(v) for v in self.values]
+        self.key_valid = torch.cat([self.key_valid, self.key_valid.new_ones(b, extra)], dim=1)
 
     def reorder(self, index: torch.Tensor) -> KVCache:
         """A cache whose row i is this cache's row ``index[i]`` (beam search: select and repeat rows)."""
@@ -194,6 +215,7 @@ class KVCache:
             length=self.length,
             cross=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross],
             cross_valid=None if self.cross_valid is None else self.cross_valid.index_select(0, index),
+            position_bound=self.position_bound,
         )
 
 
@@ -361,7 +383,8 @@ class TransformerLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """Read the prompts and bos; return ``(logits [B, V], values [B], cache)`` for the first new token.
 
-        The cache has room for ``max_new_tokens`` further :meth:`step` calls.
+        The cache is allocated with room for ``max_new_tokens`` further tokens (:meth:`step` and :meth:`feed`
+        grow it when they need more).
         """
         b, p = prompt_ids.shape
         c, dev = self.config, prompt_ids.device
@@ -389,31 +412,80 @@ class TransformerLM(nn.Module):
             positions=positions[:, -1] + 1,
             cross=cross_kv,
             cross_valid=cross_valid,
+            # From the shapes: bos sits at most at position p (causal, a full prompt) or 0 (seq2seq).
+            position_bound=ids.shape[1],
         )
         logits, values = self._run_cached(ids, positions, cache)
         return logits[:, -1], values[:, -1], cache
 
     def step(self, cache: KVCache, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """Feed one token per row (int ``[B]``); return ``(logits [B, V], values [B], cache)``."""
-        if cache.length >= cache.capacity:
+        if cache.position_bound >= self.config.max_positions:
             raise ValueError(
-                f"the KV cache is full ({cache.capacity} positions); start with more max_new_tokens"
+                f"a row's next token would be at position {cache.position_bound}, beyond "
+                f"max_positions={self.config.max_positions}; start with fewer max_new_tokens or build a "
+                "model with more positions"
             )
+        cache.reserve(1)
         positions = cache.positions[:, None]
         logits, values = self._run_cached(tokens.long()[:, None], positions, cache)
         cache.positions = cache.positions + 1
+        cache.position_bound += 1
         return logits[:, -1], values[:, -1], cache
 
+    def feed(
+        self, cache: KVCache, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
+        """Feed forced tokens, a different number per row: row b reads ``tokens[b, :lengths[b]]``.
+
+        The K = ``tokens.shape[1]`` tokens fill K new columns of every row; a row's columns beyond its
+        ``lengths[b]`` are holes (``key_valid`` False), its position ids count its real tokens only, so a row
+        ends up as if it had read its tokens alone (attention ignores which columns hold them).
+
+        :param tokens: int ``[B, K]``, K >= 1; :param lengths: int ``[B]`` in ``[0, K]``.
+        :return: ``(logits [B, V], values [B], cache)`` after each row's last token; rows given no token
+            get the outputs of their first column, which the caller must ignore (they read nothing new).
+        :raises ValueError: when a row would run past the position table (one host read: feeding is per
+            turn, not per token).
+        """
+        b, k = tokens.shape
+        dev = tokens.device
+        lengths = lengths.to(dev).long()
+        end = int((cache.positions + lengths).max()) if b else cache.position_bound
+        if end > self.config.max_positions:
+            raise ValueError(
+                f"feeding these tokens takes a row to {end} positions, beyond max_positions="
+                f"{self.config.max_positions}"
+            )
+        cache.reserve(k)
+        cols = torch.arange(k, device=dev)
+        real = cols[None, :] < lengths[:, None]
+        cache.key_valid[:, cache.length : cache.length + k] = real
+        # A hole repeats its row's last real position (clamped into the table): its output is never read.
+        offsets = torch.minimum(cols[None, :], (lengths[:, None] - 1).clamp(min=0))
+        positions = (cache.positions[:, None] + offsets).clamp(max=self.config.max_positions - 1)
+        # Whatever a hole holds (padding of any value) is read as id 0: only a valid id can be embedded.
+        x = self._embed(torch.where(real, tokens.long(), 0), positions)
+        h = self._decode_cached(x, cache)
+        last = h[torch.arange(b, device=dev), (lengths - 1).clamp(min=0)]
+        cache.positions = cache.positions + lengths
+        cache.position_bound = end
+        logits, values = self._heads(last)
+        return logits, values, cache
+
     def _run_cached(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache):
-        t = ids.shape[1]
-        x = self._embed(ids, positions)
-        end = cache.length + t
+        return self._heads(self._decode_cached(self._embed(ids, positions), cache))
+
+    def _decode_cached(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Run the decoder over embedded inputs ``[B, T, C]`` written at columns ``[length, length + T)``
+        of ``cache`` (which must have room); returns the last block's output ``[B, T, C]``."""
+        end = cache.length + x.shape[1]
         mask = attention_mask(
-            torch.arange(cache.length, end, device=ids.device), cache.key_valid[:, :end], True
+            torch.arange(cache.length, end, device=x.device), cache.key_valid[:, :end], True
         )
         cross_mask = None if cache.cross_valid is None else cache.cross_valid[:, None, None, :]
         for layer, block in enumerate(self.decoder):
             cross = (*cache.cross[layer], cross_mask) if cache.cross else None
             x = block(x, mask, cache=cache, layer=layer, cross=cross)
         cache.length = end
-        return self._heads(x)
+        return x

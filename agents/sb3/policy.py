@@ -5,7 +5,7 @@ action / value nets. Here the features extractor is the whole :class:`~agents.mo
 (the final hidden state at each row's current position), the ``mlp_extractor`` is the identity, and the
 action / value nets *are* the transformer's own tied ``lm_head`` and ``value_head``, so the policy's action
 distribution is exactly the transformer's next-token distribution and a pretrained
-:class:`~agents.policy.TransformerPolicy` can be fine-tuned without any freshly initialised layer::
+:class:`~agents.policies.transformer.TransformerPolicy` can be fine-tuned without any freshly initialised layer::
 
     import agents.sb3  # registers the "TransformerPolicy" alias
     model = PPO("TransformerPolicy", env, policy_kwargs=dict(n_embd=64, n_layer=2))
@@ -35,7 +35,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from agents.models import TransformerConfig, TransformerLM
-from agents.policy import TransformerPolicy
+from agents.policies.transformer import TransformerPolicy
 
 try:  # sb3-contrib is optional: without it there is no MaskablePPO policy
     from sb3_contrib import MaskablePPO
@@ -161,7 +161,7 @@ def resolve_transformer(
     if pretrained is not None:
         if not isinstance(pretrained, TransformerPolicy):
             raise ValueError(
-                f"pretrained must be an agents.policy.TransformerPolicy, got {type(pretrained).__name__}"
+                f"pretrained must be an agents.TransformerPolicy, got {type(pretrained).__name__}"
             )
         if sizes:
             raise ValueError(f"pass either pretrained or transformer sizes, not both (got {sorted(sizes)})")
@@ -319,7 +319,7 @@ class TransformerActorCriticPolicy(_TransformerActorCritic, ActorCriticPolicy):
 
     :param arch: / :param n_layer: / :param n_head: / :param n_embd: / :param dropout: /
         :param n_encoder_layer: sizes of a fresh transformer (defaults: ``causal``, 2, 4, 128, 0.0, None).
-    :param pretrained: a :class:`~agents.policy.TransformerPolicy` whose weights are copied (instead of
+    :param pretrained: a :class:`~agents.policies.transformer.TransformerPolicy` whose weights are copied (instead of
         sizes); its vocabulary and observation widths must match the env's.
     :param pad_id: / :param bos_id: / :param invalid_ids: the tokenizer's pad and bos ids and the ids never
         to sample (logit -inf); defaults 0, 1, (0, 1, 3) as in ``lmrl_gym.Tokenizer``, or the pretrained

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from agents.algorithms import PPO, REINFORCE
 from agents.algorithms.advantages import masked_mean
-from agents.policy import TransformerPolicy, env_setup_of
+from agents.policies.base import Policy, env_setup_of
 from lmrl_gym.env_setup import EnvSetup
 from lmrl_gym.rewards import Reward, RewardBatch, RewardNetwork
 from lmrl_gym.rewards.learned import check_same_vocabulary
@@ -130,7 +130,7 @@ class Demonstrations:
 class IRL:
     """Learn a reward from demonstrations by maximum-entropy inverse RL, training a policy alongside.
 
-    :param policy: the sampler q: a :class:`TransformerPolicy` or ``"TransformerPolicy"``.
+    :param policy: the sampler q: any :class:`~agents.policies.base.Policy`, or ``"TransformerPolicy"``.
     :param env: an env id or env; its task supplies the default demonstrations and the prompts, its
         reward is ignored.
     :param demonstrations: default: the task's training (prompt, reference) pairs. Or a list of texts,
@@ -149,7 +149,7 @@ class IRL:
 
     def __init__(
         self,
-        policy: TransformerPolicy | str,
+        policy: Policy | str,
         env: Any,
         demonstrations: Sequence[Any] | None = None,
         reward_model: RewardNetwork | None = None,
@@ -199,7 +199,7 @@ class IRL:
             # A from-scratch sampler: PPO's default 1e-4 follows a moving reward too slowly.
             **({"learning_rate": 3e-4} | (algorithm_kwargs or {})),
         )
-        self.policy: TransformerPolicy = self.algorithm.policy
+        self.policy: Policy = self.algorithm.policy
         self.device = self.policy.device
         if reward_model is None:
             positions = (

@@ -1,0 +1,135 @@
+"""``lmrl-gym bench NAME [ARGS]``: the flags of each benchmark, parsed here and handed to the benchmark's
+module in :mod:`agents.bench` (which never parses arguments: the shared argument types live here, in
+:mod:`agents.commands.arguments`). The env benchmark is the env suite's own, :mod:`lmrl_gym.benchmark`.
+
+Invalid values exit with code 2 and a one-line message, as everywhere on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from agents.commands.arguments import env_ids, non_negative_int, positive_int
+
+BENCHMARKS = ("env", "decoding", "algorithms", "ppo-vs-sb3")
+
+
+def _parser(name: str, module_doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"lmrl-gym bench {name}",
+        description=module_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def bench_decoding(argv: list[str]) -> int:
+    from agents.bench import decoding
+
+    parser = _parser("decoding", decoding.__doc__)
+    parser.add_argument("--batch", type=positive_int, default=256)
+    parser.add_argument("--new-tokens", type=positive_int, default=64)
+    parser.add_argument("--prompt-tokens", type=positive_int, default=16)
+    parser.add_argument("--vocab", type=positive_int, default=1000)
+    parser.add_argument("--n-layer", type=positive_int, default=2)
+    parser.add_argument("--n-embd", type=positive_int, default=128)
+    parser.add_argument("--arch", default="causal", choices=["causal", "seq2seq"])
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--device", default="auto")
+    settings = vars(parser.parse_args(argv))
+    result = decoding.run(**settings)
+    print(decoding.format_report(result, settings))
+    return 0
+
+
+def bench_ppo_vs_sb3(argv: list[str]) -> int:
+    from agents.bench import ppo_vs_sb3
+
+    parser = _parser("ppo-vs-sb3", ppo_vs_sb3.__doc__)
+    parser.add_argument("--env", dest="env_id", default="TextGen-v0", choices=env_ids(), metavar="ID")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="episode cap (default: the env's); an untrained policy rarely samples eos early, so this "
+        "sets the episode length, the quantity the speed ratio depends on",
+    )
+    parser.add_argument("--n-envs", type=positive_int, default=64)
+    parser.add_argument("--timesteps", type=positive_int, default=4096)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--n-layer", type=positive_int, default=2)
+    parser.add_argument("--n-embd", type=positive_int, default=128)
+    settings = vars(parser.parse_args(argv))
+    if settings["max_new_tokens"] is not None and settings["max_new_tokens"] < 1:
+        parser.error(f"argument --max-new-tokens: must be >= 1, got {settings['max_new_tokens']}")
+    result = ppo_vs_sb3.run(**settings)
+    print(ppo_vs_sb3.format_report(result, settings))
+    return 0
+
+
+def bench_algorithms(argv: list[str]) -> int:
+    from agents.algorithms import ALGORITHMS
+    from agents.bench import algorithms
+
+    parser = _parser("algorithms", algorithms.__doc__)
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(algorithms.DEFAULT_TASKS),
+        choices=env_ids(),
+        metavar="ID",
+        help=f"env ids (default: %(default)s); one of: {', '.join(env_ids())}",
+    )
+    parser.add_argument(
+        "--algos", nargs="+", default=sorted(ALGORITHMS), choices=sorted(ALGORITHMS), help="default: all"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default: %(default)s")
+    parser.add_argument(
+        "--timesteps",
+        type=positive_int,
+        default=None,
+        help=f"env steps (tokens) per run (default: {algorithms.FINETUNE_TIMESTEPS} from a pretrained "
+        f"start, {algorithms.SCRATCH_TIMESTEPS} from scratch)",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=non_negative_int,
+        default=None,
+        help="MLE epochs of every task's start policy; 0: from scratch (untrained start and the "
+        "from-scratch settings) (default: a short pretraining per task: "
+        + ", ".join(f"{task} {n}" for task, n in algorithms.START_PRETRAIN_EPOCHS.items())
+        + f", other tasks {algorithms.DEFAULT_PRETRAIN_EPOCHS})",
+    )
+    parser.add_argument(
+        "--max-examples",
+        type=positive_int,
+        default=200,
+        help="test examples to evaluate (default: %(default)s)",
+    )
+    parser.add_argument("--out", default="runs/bench_algorithms", help="output folder (default: %(default)s)")
+    algorithms.run_benchmark(**vars(parser.parse_args(argv)))
+    return 0
+
+
+def bench_env(argv: list[str]) -> int:
+    from lmrl_gym.benchmark import main
+
+    main(argv)
+    return 0
+
+
+# Each imports its benchmark when run: a benchmark pulls in what it measures (SB3's PPO, matplotlib, ...).
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "env": bench_env,
+    "decoding": bench_decoding,
+    "algorithms": bench_algorithms,
+    "ppo-vs-sb3": bench_ppo_vs_sb3,
+}
+
+
+def run_benchmark_command(name: str, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` as the flags of benchmark ``name`` (one of :data:`BENCHMARKS`) and run it; 0 on success
+    (argparse exits with 2 on invalid flags)."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown benchmark {name!r}; valid: {list(BENCHMARKS)}")
+    return COMMANDS[name](list(argv or []))
