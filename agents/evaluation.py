@@ -16,7 +16,7 @@ import torch
 from agents.decoding import DEFAULT_LENGTH_PENALTY, DecodeOutput
 from agents.generate import decode_ids
 from agents.policies.base import Policy, check_policy, env_setup_of
-from lmrl_gym.env_setup import EnvSetup
+from lmrl_gym.env_setup import EnvSetup, encoded_texts
 from lmrl_gym.rewards import KneserNeyLM
 from lmrl_gym.rewards.bleu import BleuStatistics, bleu_from_statistics, bleu_signature, bleu_statistics
 from lmrl_gym.rewards.sequence_rewards import exact_match
@@ -78,13 +78,18 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
 
 
 def evaluation_lm(setup: EnvSetup, order: int = 3) -> KneserNeyLM:
-    """The Kneser-Ney model of the task's training references used for ``lm_score`` (cached on the task)."""
+    """The Kneser-Ney model of the task's training references used for ``lm_score``, in the env's token ids.
+
+    Cached on the task per (tokenizer, order): one task may be spoken by several tokenizers (its word
+    tokenizer and a Hugging Face one), and a model fitted on one's ids scores nonsense on the other's."""
     cache = setup.task.__dict__.setdefault("_lmrl_evaluation_lm", {})
-    if order not in cache:
-        tok = setup.tokenizer
-        sequences = [tok.encode(r) for ex in setup.task.examples("train") for r in ex.references]
-        cache[order] = KneserNeyLM(order=order).fit(sequences, tok.vocab_size, tok.bos_id, tok.eos_id)
-    return cache[order]
+    tok = setup.tokenizer
+    key = (getattr(tok, "fingerprint", "word"), order)  # the word tokenizer is the task's own: one per task
+    if key not in cache:
+        _, references = encoded_texts(setup.task, tok)["train"]
+        sequences = [ids for refs in references for ids in refs]
+        cache[key] = KneserNeyLM(order=order).fit(sequences, tok.vocab_size, tok.bos_id, tok.eos_id)
+    return cache[key]
 
 
 def replay_rewards(
@@ -98,6 +103,10 @@ def replay_rewards(
     episode_length = lengths + finished.long()
     actions = torch.cat([tokens, torch.full((len(rows), 1), eos_id)], dim=1)
     actions[torch.arange(len(rows)), lengths] = eos_id  # the eos of finished episodes (ignored otherwise)
+    # Rows whose episode is over still take a step (their env has reset; the reward is ignored): give them
+    # eos, not the decoder's pad, which lies outside a Hugging Face env's action space.
+    over = torch.arange(actions.shape[1])[None, :] >= episode_length[:, None]
+    actions = actions.masked_fill(over, eos_id)
     returns = np.zeros(len(rows))
     for t in range(int(episode_length.max())):
         _, rewards, *_ = venv.step(actions[:, t].numpy())

@@ -26,13 +26,22 @@ def decode_ids(
     generator: torch.Generator | None = None,
     max_new_tokens: int | None = None,
 ) -> DecodeOutput:
-    """Decode right-padded prompt ids ``[B, P]``; see :mod:`agents.decoding` for the output layout."""
+    """Decode right-padded prompt ids ``[B, P]``; see :mod:`agents.decoding` for the output layout.
+
+    :param max_new_tokens: default: the policy's (the env's width it was built for or checked against).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown decoding method {method!r}; valid: {list(METHODS)}")
+    max_new_tokens = max_new_tokens or policy.max_new_tokens
+    if max_new_tokens is None:
+        raise ValueError(
+            "max_new_tokens is needed: this policy was never bound to an env (e.g. HFPolicy.from_pretrained "
+            "without env=), so it has no default; pass max_new_tokens=... or check it against an env"
+        )
     tok = policy.tokenizer
     prompt_ids = torch.as_tensor(prompt_ids, device=policy.device).long()
     common = {
-        "max_new_tokens": max_new_tokens or policy.max_new_tokens,
+        "max_new_tokens": max_new_tokens,
         "eos_id": tok.eos_id,
         "pad_id": tok.pad_id,
         "invalid_ids": policy.invalid_ids,
@@ -65,12 +74,16 @@ def decode_ids(
 
 
 def encode_prompts(policy: Policy, prompts: Sequence[str]) -> torch.Tensor:
-    """Right-padded prompt ids ``[B, P]`` (prompts longer than the policy's width keep their first tokens)."""
+    """Right-padded prompt ids ``[B, P]``: ``P`` is the policy's prompt width (longer prompts keep their first
+    tokens), or the longest prompt for a policy never bound to an env (no width)."""
     tok = policy.tokenizer
-    ids = torch.full((len(prompts), policy.max_prompt_tokens), tok.pad_id, dtype=torch.long)
-    for i, prompt in enumerate(prompts):
-        encoded = tok.encode(prompt)[: policy.max_prompt_tokens]
-        ids[i, : len(encoded)] = torch.tensor(encoded, dtype=torch.long)
+    encoded = [tok.encode(prompt) for prompt in prompts]
+    width = policy.max_prompt_tokens
+    if width is None:
+        width = max((len(e) for e in encoded), default=1)
+    ids = torch.full((len(prompts), width), tok.pad_id, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, : len(e[:width])] = torch.tensor(e[:width], dtype=torch.long)
     return ids
 
 
@@ -85,6 +98,7 @@ def decode(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int | None = None,
+    max_new_tokens: int | None = None,
 ) -> list[str] | list[list[tuple[str, float]]]:
     """Generate a continuation of each prompt.
 
@@ -95,6 +109,8 @@ def decode(
         :data:`agents.decoding.DEFAULT_LENGTH_PENALTY` (0.6).
     :param num_return: with ``num_return > 1`` (beam: the n best; sample: n samples) each prompt gets a list
         of ``(text, score)`` pairs, best first for beam search.
+    :param max_new_tokens: most tokens to generate (default: the policy's width; needed for a policy never
+        bound to an env, e.g. ``HFPolicy.from_pretrained(name)`` without ``env=``).
     :return: one text per prompt, or lists of ``(text, score)`` when ``num_return > 1``.
     """
     single = isinstance(prompts, str)
@@ -113,6 +129,7 @@ def decode(
         top_k=top_k,
         top_p=top_p,
         generator=generator,
+        max_new_tokens=max_new_tokens,
     )
     tok = policy.tokenizer
     tokens, lengths, scores = out.tokens.cpu(), out.lengths.cpu(), out.scores.cpu()

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.policies.base import Policy, check_policy, env_setup_of
-from lmrl_gym.env_setup import EncodedSplit, encode_split
+from lmrl_gym.env_setup import EncodedSplit
 
 
 def reference_pairs(data: EncodedSplit, max_new_tokens: int, eos_id: int, pad_id: int):
@@ -111,21 +111,12 @@ def pretrain(
     setup = env_setup_of(env)
     policy.check_env(env)
     tok = policy.tokenizer
-    pairs = reference_pairs(
-        setup.data if setup.split == "train" else encode_split(setup.task, "train", setup.max_prompt_tokens),
-        setup.max_new_tokens,
-        tok.eos_id,
-        tok.pad_id,
-    )
-    val_split = setup.task.examples("validation")
+    # Both splits encoded as the env encodes its own (its tokenizer: the task's word tokenizer or a Hugging
+    # Face one, its chat template and prompt width).
+    pairs = reference_pairs(setup.encoded("train"), setup.max_new_tokens, tok.eos_id, tok.pad_id)
     val_pairs = (
-        reference_pairs(
-            encode_split(setup.task, "validation", setup.max_prompt_tokens),
-            setup.max_new_tokens,
-            tok.eos_id,
-            tok.pad_id,
-        )
-        if val_split
+        reference_pairs(setup.encoded("validation"), setup.max_new_tokens, tok.eos_id, tok.pad_id)
+        if setup.task.examples("validation")
         else None
     )
     num_pairs = len(pairs[0])

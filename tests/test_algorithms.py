@@ -1,9 +1,15 @@
 """REINFORCE, A2C and PPO: the SB3 surface, exact resumption, determinism, learning, KL, bad input.
 
-Parametrised over ``ALGORITHMS``: a new algorithm is tested by adding its name there.
+Parametrised over ``ALGORITHMS``: a new algorithm is tested by adding its name there. The SB3-surface
+tests (round trip, exact resume, same seed twice, load without env) also run over :data:`POLICIES`, one
+line per policy: our own transformer, and ``HFPolicy`` on a tiny Hugging Face GPT-2 and T5, each on the
+same task in its own tokenizer's ids.
 """
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,11 +36,52 @@ def parameters(model):
     return [p.detach().clone() for p in model.policy.parameters()]
 
 
+@dataclass(frozen=True)
+class PolicyCase:
+    """One policy class on the small copy task: ``env()`` makes a fresh env, ``policy(env)`` what the
+    algorithm's ``policy`` argument is (an alias or a new policy object), ``kwargs`` the algorithm's
+    other keyword arguments."""
+
+    env: Callable[[], gym.Env]
+    policy: Callable[[gym.Env], Any]
+    kwargs: dict[str, Any]
+
+
+def hf_case(fixture: str, **env_kwargs: Any) -> Callable[[pytest.FixtureRequest], PolicyCase]:
+    """A tiny ``HFPolicy`` loaded by path from the session fixture ``fixture``, on the copy task in its
+    tokenizer's ids (``env_kwargs``: e.g. T5's ``num_actions``, its logits beyond the tokenizer)."""
+
+    def case(request: pytest.FixtureRequest) -> PolicyCase:
+        pytest.importorskip("transformers")
+        from agents.policies.hf import HFPolicy
+
+        folder = str(request.getfixturevalue(fixture))
+        return PolicyCase(
+            env=lambda: gym.make("TextGen-Copy-v0", tokenizer=folder, **SMALL_COPY, **env_kwargs),
+            policy=lambda env: HFPolicy.from_pretrained(folder, env=env, device="cpu"),
+            kwargs={"n_envs": 8, "device": "cpu"},
+        )
+
+    return case
+
+
+POLICIES: dict[str, Callable[[pytest.FixtureRequest], PolicyCase]] = {
+    "transformer": lambda request: PolicyCase(copy_env, lambda env: "TransformerPolicy", TINY),
+    "hf-gpt2": hf_case("hf_gpt2_dir"),
+    "hf-t5": hf_case("hf_t5_dir", num_actions=428),
+}
+
+
+@pytest.fixture(params=sorted(POLICIES))
+def case(request) -> PolicyCase:
+    return POLICIES[request.param](request)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_learn_predict_save_load_round_trip(name, tmp_path):
+def test_learn_predict_save_load_round_trip(name, case, tmp_path):
     cls = ALGORITHMS[name]
-    env = copy_env()
-    model = cls("TransformerPolicy", env, seed=0, **TINY).learn(64)
+    env = case.env()
+    model = cls(case.policy(env), env, seed=0, **case.kwargs).learn(64)
     assert model.num_timesteps >= 64
     obs, _ = env.reset(seed=0)
     action, state = model.predict(obs, deterministic=True)
@@ -45,6 +92,7 @@ def test_learn_predict_save_load_round_trip(name, tmp_path):
     model.save(tmp_path / "model.zip")
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
     loaded = cls.load(tmp_path / "model.zip", env=env, device="cpu")
+    assert type(loaded.policy) is type(model.policy)
     assert loaded.num_timesteps == model.num_timesteps
     for a, b in zip(parameters(model), parameters(loaded), strict=True):
         assert torch.equal(a, b)
@@ -52,32 +100,41 @@ def test_learn_predict_save_load_round_trip(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_resuming_from_a_checkpoint_equals_never_stopping(name, tmp_path):
+def test_resuming_from_a_checkpoint_equals_never_stopping(name, case, tmp_path):
+    """With the KL leash on: the reference policy travels in the checkpoint too."""
     cls = ALGORITHMS[name]
-    kwargs = {"seed": 3, "kl_coef": 0.05, **TINY}
-    straight = cls("TransformerPolicy", copy_env(), **kwargs)
-    torch.manual_seed(0)
-    straight.policy.load_state_dict(copy.deepcopy(straight.policy.state_dict()))
+    kwargs = {"seed": 3, "kl_coef": 0.05, **case.kwargs}
+    env = case.env()
+    straight = cls(case.policy(env), env, **kwargs)
     initial = copy.deepcopy(straight.policy.state_dict())
+    torch.manual_seed(0)  # the global generator's state must not matter (a resumed run is a new process)
     straight.learn(96).learn(96, reset_num_timesteps=False)
 
-    first = cls("TransformerPolicy", copy_env(), **kwargs)
+    env = case.env()
+    first = cls(case.policy(env), env, **kwargs)
     first.policy.load_state_dict(initial)
+    torch.manual_seed(1)
     first.learn(96)
     first.save(tmp_path / "half.zip")
-    resumed = cls.load(tmp_path / "half.zip", env=copy_env(), device="cpu")
+    resumed = cls.load(tmp_path / "half.zip", env=case.env(), device="cpu")
+    reference = first.reference_policy.state_dict()
+    assert reference.keys() == resumed.reference_policy.state_dict().keys()
+    assert all(torch.equal(v, resumed.reference_policy.state_dict()[k]) for k, v in reference.items())
     resumed.learn(96, reset_num_timesteps=False)
     assert resumed.num_timesteps == straight.num_timesteps
     for a, b in zip(parameters(straight), parameters(resumed), strict=True):
         assert torch.equal(a, b)
+    # Not a vacuous equality: training moved the weights away from the start.
+    assert not all(torch.equal(p, initial[key]) for key, p in straight.policy.named_parameters())
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_same_seed_gives_identical_results(name):
+def test_same_seed_gives_identical_results(name, case):
     runs = []
     for _ in range(2):
         torch.manual_seed(0)  # the policy's initial weights
-        model = ALGORITHMS[name]("TransformerPolicy", copy_env(), seed=7, **TINY).learn(128)
+        env = case.env()
+        model = ALGORITHMS[name](case.policy(env), env, seed=7, **case.kwargs).learn(128)
         runs.append((parameters(model), list(model.ep_info_buffer)))
     assert runs[0][1] == runs[1][1]
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
@@ -272,11 +329,12 @@ def test_ppo_raises_test_bleu_above_the_mle_start_over_three_seeds():
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_load_without_env_predicts_and_learns_after_set_env(name, tmp_path):
+def test_load_without_env_predicts_and_learns_after_set_env(name, case, tmp_path):
     cls = ALGORITHMS[name]
-    model = cls("TransformerPolicy", copy_env(), seed=4, kl_coef=0.05, **TINY).learn(64)
+    env = case.env()
+    model = cls(case.policy(env), env, seed=4, kl_coef=0.05, **case.kwargs).learn(64)
     model.save(tmp_path / "model.zip")
-    obs, _ = copy_env().reset(seed=0)
+    obs, _ = case.env().reset(seed=0)
 
     loaded = cls.load(tmp_path / "model.zip", device="cpu")  # as SB3 allows: for prediction
     assert loaded.get_env() is None
@@ -284,9 +342,9 @@ def test_load_without_env_predicts_and_learns_after_set_env(name, tmp_path):
     with pytest.raises(RuntimeError, match=f"{cls.__name__}.learn needs an environment.*set_env"):
         loaded.learn(64, reset_num_timesteps=False)
     # set_env then resumes as load(path, env=...) would, to the last bit.
-    loaded.set_env(copy_env())
+    loaded.set_env(case.env())
     loaded.learn(64, reset_num_timesteps=False)
-    with_env = cls.load(tmp_path / "model.zip", env=copy_env(), device="cpu").learn(
+    with_env = cls.load(tmp_path / "model.zip", env=case.env(), device="cpu").learn(
         64, reset_num_timesteps=False
     )
     for a, b in zip(parameters(loaded), parameters(with_env), strict=True):

@@ -191,6 +191,11 @@ class HFPolicy(nn.Module):
         transformers = _transformers()
         path = Path(name_or_path)
         saved = _read_policy_file(path) if path.is_dir() else None
+        if path.is_dir():
+            # A LoRA checkpoint names its base model by this string (adapter_config.json): absolute, it still
+            # finds the folder when read from another working directory (relative, it would go to the hub).
+            path = path.resolve()
+            name_or_path = str(path)
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         auto = (
             transformers.AutoModelForSeq2SeqLM
@@ -589,7 +594,11 @@ class HFPolicy(nn.Module):
         """Read a folder written by :meth:`save` (for LoRA: the base model named in the adapter config, with
         the saved adapters, trainable); with ``env``, check that it matches.
 
-        :raises ValueError: a path that is not such a folder.
+        A LoRA folder holds the adapters only and names its base model by ``base_model_name_or_path`` in
+        ``adapter_config.json``: the hub name, or the absolute path of the local folder it was loaded from,
+        which must still be there (no copy of the base is kept).
+
+        :raises ValueError: a path that is not such a folder; a LoRA folder whose local base model is gone.
         """
         path = Path(path)
         meta = _read_policy_file(path)
@@ -602,6 +611,13 @@ class HFPolicy(nn.Module):
             import peft
 
             transformers = _transformers()
+            base_path = _adapter_config(path).get("base_model_name_or_path") or ""
+            if Path(base_path).is_absolute() and not Path(base_path).is_dir():
+                raise ValueError(
+                    f"{path} holds LoRA adapters of the base model in the folder {base_path}, which no longer "
+                    "exists; put the base model back there (or edit base_model_name_or_path in "
+                    "adapter_config.json)"
+                )
             base = (
                 peft.AutoPeftModelForCausalLM
                 if not _adapter_is_seq2seq(path)
@@ -700,9 +716,12 @@ def _is_adapter_weight(name: str) -> bool:
     return "lora_" in name
 
 
+def _adapter_config(path: Path) -> dict:
+    return json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+
+
 def _adapter_is_seq2seq(path: Path) -> bool:
-    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    return config.get("task_type") == "SEQ_2_SEQ_LM"
+    return _adapter_config(path).get("task_type") == "SEQ_2_SEQ_LM"
 
 
 def _read_policy_file(path: Path) -> dict | None:
