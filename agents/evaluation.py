@@ -20,6 +20,7 @@ from lmrl_gym.env_setup import EnvSetup, encoded_texts
 from lmrl_gym.rewards import KneserNeyLM
 from lmrl_gym.rewards.bleu import BleuStatistics, bleu_from_statistics, bleu_signature, bleu_statistics
 from lmrl_gym.rewards.sequence_rewards import exact_match
+from lmrl_gym.rewards.text_bleu import corpus_bleu_texts, sentence_bleu_texts
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 METRICS = (
@@ -144,7 +145,10 @@ def evaluate(
         ``mean_reward`` (mean episode return the environment pays), ``lm_score`` (mean log-probability
         per output, eos included, under a trigram Kneser-Ney model of the training references),
         ``distinct_1`` / ``distinct_2``, ``mean_length`` (tokens, eos excluded), ``count``, plus
-        ``method`` and ``split``.
+        ``method`` and ``split``. On a Hugging Face tokenizer both BLEUs are computed on sacreBLEU's 13a
+        words of the decoded texts (as its ``bleu`` reward pays) and exact match compares texts. On
+        prompt-only data (no references) the reference metrics (BLEU, chrF, exact match, LM score) are NaN,
+        shown as ``n/a`` by :func:`format_evaluation`.
     """
     check_policy(policy)
     setup = env_setup_of(env)
@@ -155,7 +159,9 @@ def evaluate(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     totals: dict[str, Any] = {"stats": [], "exact": 0.0, "reward": 0.0, "lm": 0.0}
     all_tokens, all_lengths = [], []
-    lm = evaluation_lm(setup)
+    # Prompt-only data (no references): the reference metrics do not exist; the reward still does.
+    has_references = setup.task.has_references
+    lm = evaluation_lm(setup) if has_references else None
     was_training = policy.training
     policy.eval()
     for start in range(0, count, batch_size):
@@ -173,14 +179,16 @@ def evaluate(
             generator=generator,
         )
         tokens, lengths = out.tokens[:, 0], out.lengths[:, 0]
-        refs = torch.as_tensor(data.references[rows.numpy()], device=policy.device)
-        ref_len = torch.as_tensor(data.reference_lengths[rows.numpy()], device=policy.device)
-        ref_mask = torch.as_tensor(data.reference_mask[rows.numpy()], device=policy.device)
-        # Per output, not summed: the corpus score sums them, the sentence scores need them one by one.
-        totals["stats"].append(bleu_statistics(tokens, lengths, refs, ref_len, ref_mask))
-        totals["exact"] += float(exact_match(tokens, lengths, refs, ref_len, ref_mask).sum())
+        if has_references and not setup.is_hf:
+            refs = torch.as_tensor(data.references[rows.numpy()], device=policy.device)
+            ref_len = torch.as_tensor(data.reference_lengths[rows.numpy()], device=policy.device)
+            ref_mask = torch.as_tensor(data.reference_mask[rows.numpy()], device=policy.device)
+            # Per output, not summed: the corpus score sums them, the sentence scores need them one by one.
+            totals["stats"].append(bleu_statistics(tokens, lengths, refs, ref_len, ref_mask))
+            totals["exact"] += float(exact_match(tokens, lengths, refs, ref_len, ref_mask).sum())
         totals["reward"] += float(replay_rewards(setup, split, rows, out, tok.eos_id).sum())
-        totals["lm"] += float(lm.sequence_logprob(tokens.cpu().numpy(), lengths.cpu().numpy()).sum())
+        if lm is not None:
+            totals["lm"] += float(lm.sequence_logprob(tokens.cpu().numpy(), lengths.cpu().numpy()).sum())
         all_tokens.append(tokens.cpu())
         all_lengths.append(lengths.cpu())
     policy.train(was_training)
@@ -189,27 +197,48 @@ def evaluate(
         [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=tok.pad_id) for t in all_tokens]
     )
     lengths = torch.cat(all_lengths)
-    output_stats = BleuStatistics(*(torch.cat(field) for field in zip(*totals["stats"], strict=True)))
-    sentence_bleu = bleu_from_statistics(output_stats, "exp", None, effective_order=True)  # [count]
-    # chrF is defined on characters, so it scores the decoded texts against the task's own reference texts
-    # (what sacreBLEU would be given outside this library), not the reference ids.
     texts = [tok.decode(t[:n].tolist()) for t, n in zip(tokens, lengths.tolist(), strict=True)]
-    chrf, chrf_signature = corpus_chrf(texts, [data.examples[i].references for i in range(count)])
+    references = [data.examples[i].references for i in range(count)]
+    nan = float("nan")
+    bleu = sentence_mean = chrf = exact = nan
+    chrf_signature = "n/a (no references)"
+    bleu_words = "ids"
+    if has_references:
+        # chrF is defined on characters, so it scores the decoded texts against the task's own reference
+        # texts (what sacreBLEU would be given outside this library), not the reference ids.
+        chrf, chrf_signature = corpus_chrf(texts, references)
+        if setup.is_hf:
+            # Subword ids are no words: BLEU on sacreBLEU's 13a words of the decoded text, as the env's
+            # bleu reward pays on a Hugging Face tokenizer.
+            bleu_words = "13a"
+            bleu = corpus_bleu_texts(texts, references)
+            sentence_mean = float(sentence_bleu_texts(texts, references).mean())
+            exact = sum(
+                text in {tok.decode(tok.encode(r)) for r in refs}
+                for text, refs in zip(texts, references, strict=True)
+            )
+        else:
+            stats = BleuStatistics(*(torch.cat(field) for field in zip(*totals["stats"], strict=True)))
+            bleu = float(bleu_from_statistics(stats.sum(), "exp", None, effective_order=False)[0])
+            sentence_mean = float(bleu_from_statistics(stats, "exp", None, effective_order=True).mean())
+            exact = totals["exact"]
+        exact /= count
     results = {
-        "bleu": float(bleu_from_statistics(output_stats.sum(), "exp", None, effective_order=False)[0]),
-        "mean_sentence_bleu": float(sentence_bleu.mean()),
+        "bleu": bleu,
+        "mean_sentence_bleu": sentence_mean,
         "chrf": chrf,
-        "exact_match": totals["exact"] / count,
+        "exact_match": exact,
         "mean_reward": totals["reward"] / count,
-        "lm_score": totals["lm"] / count,
+        "lm_score": totals["lm"] / count if lm is not None else nan,
         "distinct_1": distinct_n(tokens, lengths, 1, policy.vocab_size),
         "distinct_2": distinct_n(tokens, lengths, 2, policy.vocab_size),
         "mean_length": float(lengths.float().mean()),
         "count": count,
         "method": method if method != "beam" else f"beam{beam_size}",
         "split": split,
-        "bleu_signature": bleu_signature("exp", None, False) + " corpus",
-        "sentence_bleu_signature": bleu_signature("exp", None, True) + " sentence, mean over outputs",
+        "bleu_signature": bleu_signature("exp", None, False, tokens=bleu_words) + " corpus",
+        "sentence_bleu_signature": bleu_signature("exp", None, True, tokens=bleu_words)
+        + " sentence, mean over outputs",
         "chrf_signature": chrf_signature,
     }
     if print_table:
@@ -223,7 +252,14 @@ def format_evaluation(*results: dict[str, Any], names: list[str] | None = None) 
     header = "| metric | " + " | ".join(names) + " |"
     lines = [header, "|---|" + "---:|" * len(results)]
     for metric in METRICS:
-        cells = [f"{r[metric]:.0f}" if metric == "count" else f"{r[metric]:.4g}" for r in results]
+        cells = [
+            f"{r[metric]:.0f}"
+            if metric == "count"
+            else "n/a"
+            if r[metric] != r[metric]
+            else f"{r[metric]:.4g}"
+            for r in results
+        ]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     lines.append(f"\nbleu: {results[0]['bleu_signature']}")
     lines.append(f"mean_sentence_bleu: {results[0]['sentence_bleu_signature']}")

@@ -340,3 +340,52 @@ def test_a_lora_checkpoint_of_a_relative_base_folder_loads_from_anywhere(hf_gpt2
     shutil.rmtree(base)
     with pytest.raises(ValueError, match="base model in the folder .*base, which no longer exists"):
         HFPolicy.load(tmp_path / "policy", device="cpu")
+
+
+def test_evaluate_scores_bleu_on_words_and_reports_prompt_only_data_as_n_a(hf_gpt2_dir, monkeypatch):
+    """On a Hugging Face tokenizer the evaluator's BLEU is sacreBLEU's on the decoded texts (13a words, not
+    subword ids); on data without references the reference metrics are NaN ("n/a") and the reward stays."""
+    import sacrebleu
+    from datasets import Dataset
+
+    from agents import format_evaluation
+
+    folder = str(hf_gpt2_dir)
+    env = gym.make(
+        "TextGen-Copy-v0", tokenizer=folder, task_kwargs={"num_symbols": 6, "min_length": 3, "max_length": 3}
+    )
+    policy = HFPolicy.from_pretrained(folder, env=env, device="cpu")
+    import agents.evaluation
+
+    outputs = []
+
+    def recording_decode(*args, **kwargs):  # the outputs evaluate scores, to score them again by hand
+        out = decode_ids(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    monkeypatch.setattr(agents.evaluation, "decode_ids", recording_decode)
+    result = evaluate(policy, env, split="test")
+    data = env.unwrapped.setup.encoded("test")
+    texts = [
+        policy.tokenizer.decode(t[:n].tolist())
+        for out in outputs
+        for t, n in zip(out.tokens[:, 0], out.lengths[:, 0], strict=True)
+    ]
+    refs = [example.references for example in data.examples]
+    expected = sacrebleu.corpus_bleu(texts, [[r[0] for r in refs]]).score
+    assert result["bleu"] == pytest.approx(expected, abs=1e-9)
+    assert "13a" in result["bleu_signature"]
+
+    prompts = Dataset.from_list([{"prompt": f"{x} b {y}"} for x in "abcdef" for y in "abcde"])
+    prompt_only = gym.make(
+        "TextGen-v0",
+        task=prompts,
+        tokenizer=folder,
+        reward=lambda text, refs, prompt: len(text),
+        max_new_tokens=4,
+    )
+    result = evaluate(policy, prompt_only, split="test")
+    assert np.isnan(result["bleu"]) and np.isnan(result["chrf"]) and np.isnan(result["lm_score"])
+    assert np.isfinite(result["mean_reward"]) and result["mean_reward"] > 0
+    assert "| bleu | n/a |" in format_evaluation(result)
