@@ -149,6 +149,7 @@ class HFPolicy(nn.Module):
         invalid = torch.zeros(self.num_actions, dtype=torch.bool)
         invalid[list(self.invalid_ids)] = True
         self.register_buffer("invalid_ids_mask", invalid, persistent=False)
+        self._masks_logits = bool(invalid.any())  # else _mask_logits would copy [B, V] for nothing
         hf = self.tokenizer.hf_tokenizer
         # Where the model's own tokenizer adds special tokens around a text, the model was trained on them:
         # causal models get the bos (Llama-style tokenizers add it), encoder inputs the eos (T5 adds it).
@@ -279,7 +280,8 @@ class HFPolicy(nn.Module):
     # ------------------------------------------------------------------ shared pieces
 
     def _mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.float().masked_fill(self.invalid_ids_mask, float("-inf"))
+        logits = logits.float()
+        return logits.masked_fill(self.invalid_ids_mask, float("-inf")) if self._masks_logits else logits
 
     def _value(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
@@ -384,7 +386,30 @@ class HFPolicy(nn.Module):
     def step(self, state: HFDecodingState, tokens: torch.Tensor) -> tuple[torch.Tensor, HFDecodingState]:
         """Append one token per row (``[B]``); return the next logits ``[B, V]`` and the state."""
         tokens = torch.as_tensor(tokens, device=self.device).long()
-        return self.feed(state, tokens[:, None], torch.ones_like(tokens))
+        if self.is_encoder_decoder:
+            return self.feed(state, tokens[:, None], torch.ones_like(tokens))
+        # The rollout's hot path: feed() with one token in every row, without its ragged-length machinery
+        # (no host read of the longest row, no per-row gathers or where's): ~24 fewer operators per token.
+        mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(tokens.shape[0], 1)], 1)
+        output = self._forward(
+            keep=1,
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=state.next_position[:, None],
+            cache=state.cache,
+            use_cache=True,
+        )
+        logits = self._mask_logits(output.logits[:, -1])
+        values = self._value(self._last_hidden(output)[:, -1])
+        return logits, HFDecodingState(
+            output.cache,
+            mask,
+            state.next_position + 1,
+            logits,
+            values,
+            state.encoder_hidden,
+            state.encoder_mask,
+        )
 
     def feed(
         self, state: HFDecodingState, tokens: torch.Tensor, lengths: torch.Tensor
