@@ -47,6 +47,20 @@ def decode_ids(
         "invalid_ids": policy.invalid_ids,
     }
     lengths = policy.prompt_lengths(prompt_ids)
+    # Decoded as the rollouts sample: dropout off (a pretrained GPT-2 has 0.1), the caller's mode restored.
+    was_training = policy.training
+    policy.eval()
+    try:
+        return _decode(policy, prompt_ids, lengths, method, common, beam_size, length_penalty, num_return,
+                       temperature, top_k, top_p, generator)  # fmt: skip
+    finally:
+        policy.train(was_training)
+
+
+def _decode(
+    policy, prompt_ids, lengths, method, common, beam_size, length_penalty, num_return, temperature, top_k,
+    top_p, generator,
+) -> DecodeOutput:  # fmt: skip
     with torch.no_grad():
         if method == "greedy":
             return greedy_decode(policy, prompt_ids, lengths, **common)

@@ -389,3 +389,15 @@ def test_evaluate_scores_bleu_on_words_and_reports_prompt_only_data_as_n_a(hf_gp
     assert np.isnan(result["bleu"]) and np.isnan(result["chrf"]) and np.isnan(result["lm_score"])
     assert np.isfinite(result["mean_reward"]) and result["mean_reward"] > 0
     assert "| bleu | n/a |" in format_evaluation(result)
+
+
+def test_greedy_decoding_is_deterministic_after_training_steps_with_dropout(hf_gpt2_dir):
+    """GPT-2 has dropout 0.1: a freshly loaded policy is in eval mode like its model, and decode turns
+    dropout off whatever mode the caller left the policy in, so greedy decoding repeats itself."""
+    policy = HFPolicy.from_pretrained(hf_gpt2_dir, device="cpu")
+    assert not policy.training and not policy.model.training
+    policy.train()  # e.g. left so by pretrain
+    prompts = torch.as_tensor([policy.tokenizer.encode("a b c"), policy.tokenizer.encode("a c b")]).long()
+    first = decode_ids(policy, prompts, max_new_tokens=6)
+    second = decode_ids(policy, prompts, max_new_tokens=6)
+    assert torch.equal(first.tokens, second.tokens) and policy.training

@@ -168,6 +168,9 @@ class HFPolicy(nn.Module):
             raise ValueError("an encoder-decoder model needs config.decoder_start_token_id")
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.to(resolve_device(device))
+        # The policy's mode is the model's (from_pretrained returns it in eval mode): a rollout restoring
+        # "the caller's mode" must not switch the model's dropout on.
+        self.train(bool(model.training))
 
     # ------------------------------------------------------------------ construction
 
