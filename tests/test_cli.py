@@ -157,7 +157,9 @@ def test_eval_rejects_a_checkpoint_of_another_env(
     [
         (["train", "--algo", "dqn", "--out", "x"], "argument --algo: invalid choice: 'dqn' (choose from 'a2c', 'ppo', 'reinforce')"),
         (["train", "--arch", "rnn", "--out", "x"], "argument --arch: invalid choice: 'rnn' (choose from 'causal', 'seq2seq')"),
-        (["train", "--policy", "MlpPolicy", "--out", "x"], "argument --policy: invalid choice: 'MlpPolicy' (choose from 'TransformerPolicy')"),
+        (["train", "--policy", "MlpPolicy", "--out", "x"], "argument --policy: must be 'transformer' (our transformer, built for the env) or 'hf:PATH_OR_NAME' (a transformers model by local folder or hub name, e.g. hf:gpt2), got 'MlpPolicy'"),
+        (["train", "--policy", "hf:", "--out", "x"], "argument --policy: must be 'transformer'"),
+        (["train", "--tokenizer", "a", "--tokenizer", "b", "--out", "x"], "argument --tokenizer: given twice; give it once"),
         (["train", "--timesteps", "0", "--out", "x"], "argument --timesteps: must be a positive integer, got 0"),
         (["train", "--timesteps", "-5", "--out", "x"], "argument --timesteps: must be a positive integer, got -5"),
         (["train", "--env", "CartPole-v1", "--out", "x"], "argument --env: invalid choice: 'CartPole-v1'"),
@@ -173,7 +175,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--reward", "rouge", "--out", "x"], "argument --reward: invalid choice: 'rouge' (choose from 'bleu', 'exact_match', 'learned', 'lm')"),
         (["train", "--task", "no/such.jsonl", "--out", "x"], "cannot make TextGen-v0 with task='no/such.jsonl': [Errno 2] No such file or directory"),
         (["train", "--env", "TextGen-Copy-v0", "--env-kwargs", '{"max_new_tokens": 0}', "--out", "x"], "cannot make TextGen-Copy-v0 with max_new_tokens=0: max_new_tokens must be a positive integer"),
-        (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file: no/such/policy.pt"),
+        (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file or folder: no/such/policy.pt"),
         (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'ppo-vs-sb3')"),
         (["fly"], "invalid choice: 'fly'"),
     ],
@@ -211,7 +213,12 @@ def write_examples_file(path: Path) -> Path:
     return path
 
 
-ENV_FLAGS_EXPECTED = {"task_kwargs": {"level": "word"}, "max_new_tokens": 6, "reward": "exact_match"}
+ENV_FLAGS_EXPECTED = {
+    "task_kwargs": {"level": "word"},
+    "max_new_tokens": 6,
+    "reward": "exact_match",
+    "tokenizer": "my-tokenizer",
+}
 
 
 @pytest.mark.parametrize(
@@ -225,7 +232,7 @@ ENV_FLAGS_EXPECTED = {"task_kwargs": {"level": "word"}, "max_new_tokens": 6, "re
 def test_every_command_passes_the_env_arguments_to_gym_make(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--task, --reward, --task-kwargs and --env-kwargs reach gym.make, merged, in train, eval and irl
+    """--task, --reward, --task-kwargs, --tokenizer and --env-kwargs reach gym.make, merged, in train, eval and irl
     (the validation checks and the other splits are built from that env's ``setup.kwargs``)."""
     import gymnasium as gym
 
@@ -242,7 +249,7 @@ def test_every_command_passes_the_env_arguments_to_gym_make(
     with pytest.raises(Stop):
         cli.main(
             [*command, "--env", "TextGen-Copy-v0", "--task", "data.jsonl", "--task-kwargs", '{"level": "word"}',
-             "--env-kwargs", '{"max_new_tokens": 6, "reward": "exact_match"}']
+             "--tokenizer", "my-tokenizer", "--env-kwargs", '{"max_new_tokens": 6, "reward": "exact_match"}']
         )  # fmt: skip
     assert calls == [("TextGen-Copy-v0", {"task": "data.jsonl", **ENV_FLAGS_EXPECTED})]
 
@@ -276,7 +283,9 @@ def test_train_and_eval_on_a_user_file(tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_info:  # without max_new_tokens the env does not fit the policy
         cli.main(["eval", "--checkpoint", str(out / "policy.pt"), "--task", str(data), "--device", "cpu"])
     assert exit_info.value.code == 2
-    assert "give eval the --env, --task, --task-kwargs and --env-kwargs" in capsys.readouterr().err
+    assert (
+        "give eval the --env, --task, --task-kwargs, --tokenizer and --env-kwargs" in capsys.readouterr().err
+    )
 
 
 def test_bench_parses_each_benchmarks_flags_and_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,3 +399,116 @@ def test_library_code_never_imports_the_applications() -> None:
                 names = [node.module]
             bad = [n for n in names if n.startswith(forbidden)]
             assert not bad, f"{path.relative_to(root)} imports {bad}"
+
+
+# ---------------------------------------------------------------------- Hugging Face policies (--policy hf:X)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "name"),
+    [
+        ("transformer", "transformer", None),
+        ("TransformerPolicy", "transformer", None),  # the flag's value before hf: existed
+        ("hf:gpt2", "hf", "gpt2"),
+        ("hf:runs/x/policy", "hf", "runs/x/policy"),
+        ("hf:C:/models/gpt2", "hf", "C:/models/gpt2"),  # only the first colon separates
+    ],
+)
+def test_policy_flag_values(text: str, kind: str, name: str | None) -> None:
+    args = cli.build_parser().parse_args(["train", "--out", "x", "--policy", text])
+    assert (args.policy.kind, args.policy.name) == (kind, name)
+
+
+@pytest.fixture(scope="module")
+def hf_run(hf_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``train --policy hf:<tiny GPT-2>`` on the small copy task, validation checks every 2 rollouts;
+    returns (out folder, stdout)."""
+    pytest.importorskip("transformers")
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("hf_run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(
+            ["train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS,
+             "--policy", f"hf:{hf_gpt2_dir}", "--timesteps", "300", "--n-envs", "16", "--eval-examples", "10",
+             "--eval-freq", "2", "--seed", "0", "--no-progress-bar", "--device", "cpu", "--out", str(out)]
+        )  # fmt: skip
+    assert code == 0
+    return out, printed.getvalue()
+
+
+def table_row(printed: str, metric: str) -> list[str]:
+    """The cells of one metric's row in the last evaluation table printed."""
+    return re.findall(rf"^\| {metric} \| (.*) \|$", printed, flags=re.M)[-1].split(" | ")
+
+
+def test_train_with_an_hf_policy_writes_a_policy_folder(hf_run: tuple[Path, str], hf_gpt2_dir: Path) -> None:
+    """The env speaks the model's tokenizer with one action per model output (no --tokenizer given), and the
+    policy and the best policy are written as folders that load back."""
+    from agents.policies import HFPolicy
+    from lmrl_gym.hf_tokenizer import HFTokenizer
+
+    out, printed = hf_run
+    for name in ("model.zip", "progress.csv", "learning_curve.png"):
+        assert (out / name).is_file(), name
+    for name in ("policy", "best_policy"):
+        assert (out / name / "lmrl_gym_policy.json").is_file(), name
+    assert "wrote model.zip, policy, best_policy, progress.csv" in printed
+    assert len(table_row(printed, "mean_reward")) == 3  # before RL, after RL (final), best on validation
+    policy = HFPolicy.load(out / "policy", device="cpu")
+    assert policy.tokenizer == HFTokenizer.from_pretrained(hf_gpt2_dir)
+    assert saved_arguments(out / "model.zip")["kl_coef"] == 0.0
+
+
+def test_eval_reads_the_hf_policy_folder(
+    hf_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eval on the folder, with the env arguments of training and the folder's own tokenizer, gives the same
+    greedy scores on the same test examples as train's final evaluation."""
+    out, printed = hf_run
+    code = cli.main(
+        ["eval", "--checkpoint", str(out / "policy"), "--env", "TextGen-Copy-v0",
+         "--task-kwargs", TASK_KWARGS, "--max-examples", "10", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0
+    evaluated = capsys.readouterr().out
+    assert "| count | 10 |" in evaluated
+    for metric in ("mean_reward", "bleu", "mean_length"):
+        assert table_row(evaluated, metric)[0] == table_row(printed, metric)[1], metric  # after RL (final)
+
+
+def test_hf_policy_usage_errors_exit_2(
+    hf_run: tuple[Path, str],
+    hf_gpt2_dir: Path,
+    hf_classifier_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, _ = hf_run
+    cases = [
+        # Not a model folder.
+        (["train", "--policy", f"hf:{tmp_path}", "--out", str(tmp_path / "x")],
+         f"argument --policy: cannot load '{tmp_path}' as a transformers language model"),
+        # Our transformer's size flags mean nothing to a pretrained model.
+        (["train", "--policy", f"hf:{hf_gpt2_dir}", "--n-layer", "3", "--out", str(tmp_path / "x")],
+         f"argument --n-layer: sizes our transformer (--policy transformer); --policy hf:{hf_gpt2_dir} brings"),
+        # Another tokenizer than the model's.
+        (["train", "--policy", f"hf:{hf_gpt2_dir}", "--tokenizer", str(hf_classifier_dir), "--out", str(tmp_path / "x")],
+         "argument --policy: the env's tokenizer"),
+        # A folder that is not a policy checkpoint.
+        (["eval", "--checkpoint", str(tmp_path)], f"argument --checkpoint: {tmp_path} is not an HFPolicy checkpoint"),
+        # The policy's env arguments not given: other prompt widths.
+        (["eval", "--checkpoint", str(out / "policy"), "--env", "TextGen-Copy-v0"],
+         "argument --checkpoint: the policy was built for max_prompt_tokens="),
+    ]  # fmt: skip
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert err.strip().splitlines()[-1].startswith("lmrl-gym"), (
+            "the last line is argparse's one-line error"
+        )

@@ -9,6 +9,9 @@ Tokens/s of one model (same weights, batch, prompts) generating ``--new-tokens``
    rollout does with a transformer features extractor);
 3. one teacher-forced forward over the same final sequences (the limit: all tokens in parallel).
 
+With ``--policy hf:PATH`` or ``--hf-size SIZE`` the command measures instead our rollout's decoding over a
+``transformers`` model against that model's own ``generate`` (:mod:`agents.bench.hf_decoding`, below).
+
 The command line (its flags) is :mod:`agents.commands.bench`; this module measures and formats.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -77,6 +78,34 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+@dataclass(frozen=True)
+class PolicyChoice:
+    """The value of ``--policy``: ``kind`` ``"transformer"`` (our :class:`~agents.TransformerPolicy`, built
+    for the env) or ``"hf"`` (:class:`~agents.policies.hf.HFPolicy`); ``name``: the ``transformers`` model's
+    local folder or hub name (``"hf"`` only)."""
+
+    kind: str
+    name: str | None = None
+
+
+# "TransformerPolicy" is the Stable-Baselines3-style alias the flag took before "hf:" existed.
+TRANSFORMER_POLICY_NAMES = ("transformer", "TransformerPolicy")
+HF_POLICY_PREFIX = "hf:"
+
+
+def policy_choice(text: str) -> PolicyChoice:
+    """An argparse type: ``transformer`` (or ``TransformerPolicy``), or ``hf:PATH_OR_NAME`` (a
+    ``transformers`` causal or encoder-decoder model by local folder or hub name)."""
+    if text in TRANSFORMER_POLICY_NAMES:
+        return PolicyChoice("transformer")
+    if text.startswith(HF_POLICY_PREFIX) and text[len(HF_POLICY_PREFIX) :].strip():
+        return PolicyChoice("hf", text[len(HF_POLICY_PREFIX) :])
+    raise argparse.ArgumentTypeError(
+        f"must be 'transformer' (our transformer, built for the env) or 'hf:PATH_OR_NAME' (a transformers "
+        f"model by local folder or hub name, e.g. hf:gpt2), got {text!r}"
+    )
+
+
 # ---------------------------------------------------------------------- env arguments
 
 
@@ -92,7 +121,12 @@ SET_BY_THE_COMMAND = {
 # What --env-kwargs accepts: TextGenEnv's arguments, less those.
 CLI_ENV_ARGUMENTS = tuple(name for name in ENV_ARGUMENTS if name not in SET_BY_THE_COMMAND)
 # The shortcut flags, by the env argument each sets.
-ENV_SHORTCUTS = {"task": "--task", "reward": "--reward", "task_kwargs": "--task-kwargs"}
+ENV_SHORTCUTS = {
+    "task": "--task",
+    "reward": "--reward",
+    "task_kwargs": "--task-kwargs",
+    "tokenizer": "--tokenizer",
+}
 
 
 def env_kwargs_object(text: str) -> dict[str, Any]:
@@ -125,8 +159,9 @@ class StoreOnce(argparse.Action):
 
 
 def add_env_arguments(parser: argparse.ArgumentParser, default_env: str = "TextGen-v0") -> None:
-    """``--env`` and the env's arguments (``--task``, ``--reward``, ``--task-kwargs``, ``--env-kwargs``),
-    shared by ``train``, ``eval``, ``irl`` and the demo; :func:`make_env` builds the env from them."""
+    """``--env`` and the env's arguments (``--task``, ``--reward``, ``--task-kwargs``, ``--tokenizer``,
+    ``--env-kwargs``), shared by ``train``, ``eval``, ``irl`` and the demo; :func:`make_env` builds the env
+    from them."""
     parser.add_argument(
         "--env",
         default=default_env,
@@ -161,6 +196,15 @@ def add_env_arguments(parser: argparse.ArgumentParser, default_env: str = "TextG
         help='task arguments as a JSON object, e.g. \'{"num_symbols": 6, "min_length": 3, "max_length": 3}\'',
     )
     parser.add_argument(
+        "--tokenizer",
+        action=StoreOnce,
+        default=None,
+        metavar="PATH_OR_NAME",
+        help="a Hugging Face tokenizer for the env, by local folder or hub name (e.g. gpt2; needs the hf "
+        "extra); default: the task's word tokenizer, or with --policy hf:X / an HF policy folder, the "
+        "model's",
+    )
+    parser.add_argument(
         "--env-kwargs",
         action=StoreOnce,
         type=env_kwargs_object,
@@ -185,13 +229,20 @@ def env_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dic
     return kwargs
 
 
-def make_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> gym.Env:
+def make_env(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, Any] | None = None
+) -> gym.Env:
     """``gym.make(args.env, **env_kwargs(...))``; arguments the env rejects are a usage error (exit 2).
 
     Every env a command uses comes from this one: evaluation on other splits and the validation checks
     rebuild it from ``env.unwrapped.setup.kwargs``, which carry the task, reward and lengths it was made with.
+
+    :param defaults: env arguments used where the user gave none (e.g. a Hugging Face policy's tokenizer and
+        output size: ``{"tokenizer": "gpt2", "num_actions": 50257}``).
     """
     kwargs = env_kwargs(parser, args)
+    for key, value in (defaults or {}).items():
+        kwargs.setdefault(key, value)
     try:
         return gym.make(args.env, **kwargs)
     except (TypeError, ValueError, OSError) as err:  # OSError: a --task file that cannot be read

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from agents.commands.arguments import env_ids, non_negative_int, positive_int
+from agents.commands.arguments import PolicyChoice, env_ids, non_negative_int, policy_choice, positive_int
 
 BENCHMARKS = ("env", "decoding", "algorithms", "ppo-vs-sb3")
 
@@ -23,20 +23,77 @@ def _parser(name: str, module_doc: str | None) -> argparse.ArgumentParser:
     )
 
 
-def bench_decoding(argv: list[str]) -> int:
-    from agents.bench import decoding
+def hf_size(text: str) -> str:
+    """An argparse type: a GPT-2 size for :func:`agents.bench.hf_decoding.parse_size`."""
+    from agents.bench.hf_decoding import parse_size
 
-    parser = _parser("decoding", decoding.__doc__)
-    parser.add_argument("--batch", type=positive_int, default=256)
-    parser.add_argument("--new-tokens", type=positive_int, default=64)
-    parser.add_argument("--prompt-tokens", type=positive_int, default=16)
-    parser.add_argument("--vocab", type=positive_int, default=1000)
-    parser.add_argument("--n-layer", type=positive_int, default=2)
-    parser.add_argument("--n-embd", type=positive_int, default=128)
-    parser.add_argument("--arch", default="causal", choices=["causal", "seq2seq"])
+    try:
+        parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def bench_decoding(argv: list[str]) -> int:
+    from agents.bench import decoding, hf_decoding
+
+    parser = _parser("decoding", f"{decoding.__doc__}\n{hf_decoding.__doc__}")
+    hf = hf_decoding.DEFAULT_SETTINGS
+    parser.add_argument(
+        "--batch", type=positive_int, default=None, help=f"default: 256 ({hf['batch']} for HF)"
+    )
+    parser.add_argument(
+        "--new-tokens", type=positive_int, default=None, help=f"default: 64 ({hf['new_tokens']} for HF)"
+    )
+    parser.add_argument(
+        "--prompt-tokens", type=positive_int, default=None, help=f"default: 16 ({hf['prompt_tokens']} for HF)"
+    )
+    ours_only = "our TransformerLM only; default: %(default)s"
+    parser.add_argument("--vocab", type=positive_int, default=1000, help=ours_only)
+    parser.add_argument("--n-layer", type=positive_int, default=2, help=ours_only)
+    parser.add_argument("--n-embd", type=positive_int, default=128, help=ours_only)
+    parser.add_argument("--arch", default="causal", choices=["causal", "seq2seq"], help=ours_only)
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--device", default="auto")
-    settings = vars(parser.parse_args(argv))
+    parser.add_argument(
+        "--policy",
+        type=policy_choice,
+        default=PolicyChoice("transformer"),
+        metavar="transformer|hf:PATH",
+        help="transformer (default): our TransformerLM, the table above; hf:PATH: our rollout over this "
+        "transformers causal LM (HFPolicy) against its model.generate",
+    )
+    parser.add_argument(
+        "--hf-size",
+        type=hf_size,
+        default=None,
+        metavar="SIZE",
+        help="as --policy, on a random GPT-2 built locally (nothing downloaded): tiny (2 x 64, the tests'), "
+        "LAYERSxWIDTH (64-wide heads) or LAYERSxWIDTHxHEADS, e.g. 6x512",
+    )
+    args = parser.parse_args(argv)
+    hf_path = args.policy.name if args.policy.kind == "hf" else None
+    if hf_path is not None and args.hf_size is not None:
+        parser.error("give --policy hf:PATH or --hf-size, not both")
+    if hf_path is not None or args.hf_size is not None:
+        settings = {
+            "batch": args.batch or hf["batch"],
+            "new_tokens": args.new_tokens or hf["new_tokens"],
+            "prompt_tokens": args.prompt_tokens or hf["prompt_tokens"],
+            "repeats": args.repeats,
+            "device": args.device,
+        }
+        try:
+            result = hf_decoding.run(policy=hf_path, hf_size=args.hf_size or "tiny", **settings)
+        except (ValueError, OSError) as err:  # OSError: transformers' word for "no such model"
+            parser.error(str(err))
+        print(hf_decoding.format_report(result, settings))
+        return 0
+    settings = vars(args)
+    del settings["policy"], settings["hf_size"]
+    settings["batch"] = args.batch or 256
+    settings["new_tokens"] = args.new_tokens or 64
+    settings["prompt_tokens"] = args.prompt_tokens or 16
     result = decoding.run(**settings)
     print(decoding.format_report(result, settings))
     return 0

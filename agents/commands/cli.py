@@ -4,18 +4,25 @@ Examples::
 
     lmrl-gym train --env TextGen-v0 --algo ppo --pretrain-epochs 1 --timesteps 20000 --seed 0 --out runs/x
     lmrl-gym train --task my.jsonl --reward exact_match --env-kwargs '{"max_new_tokens": 6}' --out runs/mine
+    lmrl-gym train --env TextGen-Copy-v0 --policy hf:gpt2 --learning-rate 1e-5 --kl-coef 0.1 --out runs/gpt2
     lmrl-gym eval --checkpoint runs/x/policy.pt --env TextGen-v0 --method beam --beam-size 4
+    lmrl-gym eval --checkpoint runs/gpt2/policy --env TextGen-Copy-v0
     lmrl-gym irl --env TextGen-Oracle-v0 --timesteps 60000 --out runs/irl
     lmrl-gym bench env --num-envs 256
     lmrl-gym bench decoding --batch 128
 
-``train`` writes ``model.zip`` (the algorithm checkpoint), ``policy.pt`` (the policy alone, for ``eval``),
-``progress.csv`` (Stable-Baselines3's CSV log, one row per rollout) and ``learning_curve.png`` into
-``--out``. ``irl`` learns a reward from demonstrations (inverse RL) and writes ``reward_model.pt`` (for
-``gym.make(id, reward="learned", reward_model=...)``), ``policy.zip`` and ``progress.csv``.
+``train`` writes ``model.zip`` (the algorithm checkpoint), ``policy.pt`` (the policy alone, for ``eval``; a
+folder ``policy`` for ``--policy hf:X``), ``progress.csv`` (Stable-Baselines3's CSV log, one row per
+rollout) and ``learning_curve.png`` into ``--out``. ``--policy`` is ``transformer`` (our own, built for the
+env) or ``hf:PATH_OR_NAME`` (any ``transformers`` causal or encoder-decoder model, as an
+:class:`~agents.policies.hf.HFPolicy`; the env then speaks its tokenizer and has one action per model
+output unless ``--tokenizer`` / ``--env-kwargs`` say otherwise). ``irl`` learns a reward from
+demonstrations (inverse RL) and writes ``reward_model.pt`` (for ``gym.make(id, reward="learned",
+reward_model=...)``), ``policy.zip`` and ``progress.csv``.
 
 ``--env-kwargs JSON`` passes keyword arguments to ``gym.make`` for the env (RL Zoo's flag), with the
-shortcuts ``--task``, ``--reward`` and ``--task-kwargs``; ``eval`` needs the ones the policy was trained with.
+shortcuts ``--task``, ``--reward``, ``--task-kwargs`` and ``--tokenizer``; ``eval`` needs the ones the
+policy was trained with.
 Invalid arguments exit with code 2 and a one-line message naming the valid choices.
 """
 
@@ -41,12 +48,12 @@ from agents.package_clash import check_package_clash
 check_package_clash()
 
 from agents.algorithms import ALGORITHMS
-from agents.algorithms.base import POLICY_ALIASES
 from agents.callbacks import TextEvalCallback
 from agents.commands.arguments import (  # noqa: F401  (the other names: agents.cli's, before they moved)
     CLI_ENV_ARGUMENTS,
     ENV_SHORTCUTS,
     SET_BY_THE_COMMAND,
+    PolicyChoice,
     StoreOnce,
     add_env_arguments,
     env_ids,
@@ -56,12 +63,15 @@ from agents.commands.arguments import (  # noqa: F401  (the other names: agents.
     make_env,
     non_negative_float,
     non_negative_int,
+    policy_choice,
     positive_float,
     positive_int,
 )
 from agents.commands.bench import BENCHMARKS, run_benchmark_command
 from agents.evaluation import evaluate, format_evaluation
 from agents.models import ARCHS
+from agents.policies.base import Policy
+from agents.policies.registry import load_policy, policy_kind_of
 from agents.policies.transformer import TransformerPolicy
 from agents.pretrain import pretrain
 
@@ -78,6 +88,11 @@ FINETUNE_KL_COEF = 0.01
 REWARD_COLUMN = "rollout/ep_rew_mean"
 TIMESTEPS_COLUMN = "time/total_timesteps"
 VALIDATION_COLUMN = "eval/mean_reward"  # logged by agents.callbacks.TextEvalCallback
+# Our transformer's size flags, with their defaults (None in the parser: a Hugging Face policy refuses them).
+TRANSFORMER_DEFAULTS = {"arch": "causal", "n_layer": 2, "n_embd": 128}
+# Errors of loading a transformers model: a missing or unreadable folder, an unknown hub name or no network
+# (OSError), a folder of another kind of model (ValueError), the hf extra not installed (ImportError).
+HF_LOAD_ERRORS = (OSError, ValueError, ImportError)
 
 
 def validation_checks(
@@ -160,20 +175,58 @@ def rl_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def hf_env_defaults(tokenizer: str | Path, policy: Any) -> dict[str, Any]:
+    """The env arguments a Hugging Face policy implies where the user gave none: its tokenizer (the model's
+    folder or hub name, loaded by the env as the policy loaded it) and one action per model output."""
+    return {"tokenizer": str(tokenizer), "num_actions": policy.num_actions}
+
+
+def bind_policy(parser: argparse.ArgumentParser, flag: str, policy: Policy, env: gym.Env) -> None:
+    """``policy.check_env(env)``; a mismatch (another tokenizer, action count or widths) exits 2."""
+    try:
+        policy.check_env(env)
+    except ValueError as err:
+        parser.error(f"argument {flag}: {err}")
+
+
+def train_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Policy, gym.Env]:
+    """The policy ``--policy`` names and the env it trains on (an HF policy's env speaks its tokenizer)."""
+    choice: PolicyChoice = args.policy
+    if choice.kind == "hf":
+        from agents.policies.hf import HFPolicy
+
+        for name in TRANSFORMER_DEFAULTS:
+            if getattr(args, name) is not None:
+                parser.error(
+                    f"argument --{name.replace('_', '-')}: sizes our transformer (--policy transformer); "
+                    f"--policy hf:{choice.name} brings its own architecture"
+                )
+        try:
+            policy = HFPolicy.from_pretrained(choice.name, device=args.device)
+        except HF_LOAD_ERRORS as err:
+            parser.error(
+                f"argument --policy: cannot load {choice.name!r} as a transformers language model: {err}"
+            )
+        env = make_env(parser, args, hf_env_defaults(choice.name, policy))
+        bind_policy(parser, "--policy", policy, env)
+        return policy, env
+    env = make_env(parser, args)
+    sizes = {name: default if getattr(args, name) is None else getattr(args, name)
+             for name, default in TRANSFORMER_DEFAULTS.items()}  # fmt: skip
+    # Seed the weight initialisation too: the algorithm's seed only covers episodes and sampling.
+    torch.manual_seed(args.seed)
+    return TransformerPolicy.for_env(env, device=args.device, **sizes), env
+
+
 # ---------------------------------------------------------------------- commands
 
 
 def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from stable_baselines3.common.logger import configure
 
-    env = make_env(parser, args)
+    policy, env = train_policy(parser, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # Seed the weight initialisation too: the algorithm's seed only covers episodes and sampling.
-    torch.manual_seed(args.seed)
-    policy = TransformerPolicy.for_env(
-        env, arch=args.arch, n_layer=args.n_layer, n_embd=args.n_embd, device=args.device
-    )
     started = time.perf_counter()
     if args.pretrain_epochs > 0:
         history = pretrain(
@@ -198,19 +251,20 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model.learn(args.timesteps, callback=validation, progress_bar=not args.no_progress_bar)
     logger.close()  # flushes progress.csv before it is plotted
     model.save(out / "model.zip")
-    policy.save(out / "policy.pt")
+    policy_name = policy_kind_of(policy).checkpoint_name  # policy.pt, or the folder policy (HFPolicy)
+    policy.save(out / policy_name)
     points = plot_learning_curve(
         out / "progress.csv", out / "learning_curve.png", f"{args.algo.upper()} on {args.env}"
     )
 
     results, names = [before, evaluate(policy, env, **eval_kwargs)], ["before RL", "after RL (final)"]
-    written = "model.zip, policy.pt"
+    written = f"model.zip, {policy_name}"
     # Fewer rollouts than --eval-freq leave no validation check and no best_policy.pt.
     best = validation.best_policy(env) if validation else None
     if best is not None:
         results.append(evaluate(best, env, **eval_kwargs))
         names.append("best on validation")
-        written += ", best_policy.pt"
+        written += f", best_{policy_name}"
     print(format_evaluation(*results, names=names))
     print(
         f"\n{model.num_timesteps} timesteps in {time.perf_counter() - started:.0f}s; wrote {written}, "
@@ -221,17 +275,35 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        parser.error(f"argument --checkpoint: no such file: {checkpoint}")
-    env = make_env(parser, args)
-    try:
-        policy = TransformerPolicy.load(checkpoint, env=env, device=args.device)
-    except ValueError as err:
-        # A corrupt file or one trained on another env: a usage error, not a crash with a traceback.
-        parser.error(
-            f"argument --checkpoint: {err} (give eval the --env, --task, --task-kwargs and --env-kwargs "
-            "the policy was trained with)"
-        )
+    # What train writes: a file for our transformer, a folder for a Hugging Face policy.
+    if checkpoint.is_file():
+        kind = "transformer"
+    elif checkpoint.is_dir():
+        kind = "hf"
+    else:
+        parser.error(f"argument --checkpoint: no such file or folder: {checkpoint}")
+    same_env = (
+        "give eval the --env, --task, --task-kwargs, --tokenizer and --env-kwargs the policy was trained with"
+    )
+    if kind == "hf":
+        try:
+            policy = load_policy("hf", checkpoint, device=args.device)
+        except HF_LOAD_ERRORS as err:
+            parser.error(
+                f"argument --checkpoint: {err} (eval reads the policy folder train or HFPolicy.save writes)"
+            )
+        env = make_env(parser, args, hf_env_defaults(checkpoint, policy))
+        try:
+            policy.check_env(env)
+        except ValueError as err:
+            parser.error(f"argument --checkpoint: {err} ({same_env})")
+    else:
+        env = make_env(parser, args)
+        try:
+            policy = load_policy("transformer", checkpoint, env=env, device=args.device)
+        except ValueError as err:
+            # A corrupt file or one trained on another env: a usage error, not a crash with a traceback.
+            parser.error(f"argument --checkpoint: {err} ({same_env})")
     result = evaluate(
         policy,
         env,
@@ -336,13 +408,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS), help="default: %(default)s")
     train.add_argument(
         "--policy",
-        default=POLICY_ALIASES[0],
-        choices=POLICY_ALIASES,
-        help="policy class (default: %(default)s)",
+        type=policy_choice,
+        default=PolicyChoice("transformer"),
+        metavar="{transformer,hf:PATH_OR_NAME}",
+        help="transformer: our own transformer, built for the env (default); hf:PATH_OR_NAME: a transformers "
+        "causal or encoder-decoder model by local folder or hub name (needs the hf extra); its env uses the "
+        "model's tokenizer (unless --tokenizer) and one action per model output",
     )
-    train.add_argument("--arch", default="causal", choices=ARCHS, help="default: %(default)s")
-    train.add_argument("--n-layer", type=positive_int, default=2, help="default: %(default)s")
-    train.add_argument("--n-embd", type=positive_int, default=128, help="default: %(default)s")
+    sizes = TRANSFORMER_DEFAULTS
+    train.add_argument(
+        "--arch", default=None, choices=ARCHS, help=f"--policy transformer only (default: {sizes['arch']})"
+    )
+    train.add_argument(
+        "--n-layer",
+        type=positive_int,
+        default=None,
+        help=f"--policy transformer only (default: {sizes['n_layer']})",
+    )
+    train.add_argument(
+        "--n-embd",
+        type=positive_int,
+        default=None,
+        help=f"--policy transformer only (default: {sizes['n_embd']})",
+    )
     train.add_argument(
         "--pretrain-epochs",
         type=non_negative_int,
@@ -397,9 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress-bar", action="store_true", help="hide the progress bars")
     train.set_defaults(handler=cmd_train, subparser=train)
 
-    ev = commands.add_parser("eval", help="evaluate a saved policy (policy.pt) and print the metrics table")
+    ev = commands.add_parser(
+        "eval", help="evaluate a saved policy (policy.pt, or an HF policy folder) and print the metrics table"
+    )
     ev.add_argument(
-        "--checkpoint", required=True, help="a policy.pt written by train or TransformerPolicy.save"
+        "--checkpoint",
+        required=True,
+        help="a policy.pt written by train or TransformerPolicy.save, or a policy folder written by train "
+        "--policy hf:X or HFPolicy.save (its env uses the folder's tokenizer unless --tokenizer is given)",
     )
     add_env_arguments(ev)
     ev.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
