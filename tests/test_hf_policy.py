@@ -229,3 +229,21 @@ def test_beam_search_over_hf_policy_finds_the_exhaustive_optimum(tmp_path):
             found = out.tokens[row, 0, : int(out.lengths[row, 0])].tolist()
             expected = [t for t in best if t != tok.eos_id]
             assert found == expected, (row, found, best, best_score)
+
+
+def test_episodes_longer_than_the_models_positions_are_a_clear_error(hf_gpt2_dir):
+    """The tiny GPT-2 has 128 learned positions: an env whose prompt + new tokens need more is refused when
+    the policy meets it (and a shorter max_prompt_tokens is the way out: longer prompts are then cut)."""
+    import gymnasium as gym
+
+    import lmrl_gym  # noqa: F401
+
+    policy = HFPolicy.from_pretrained(hf_gpt2_dir, device="cpu")
+    too_long = gym.make(
+        "TextGen-Copy-v0", tokenizer=str(hf_gpt2_dir), max_prompt_tokens=100, max_new_tokens=40
+    )
+    with pytest.raises(ValueError, match="need 140 positions .* but the model has 128"):
+        policy.check_env(too_long)
+    with pytest.warns(UserWarning, match="longer than max_prompt_tokens"):
+        fits = gym.make("TextGen-Copy-v0", tokenizer=str(hf_gpt2_dir), max_prompt_tokens=4, max_new_tokens=40)
+    policy.check_env(fits)

@@ -267,6 +267,15 @@ class HFPolicy(nn.Module):
                 f"the env has {actions} actions but the model has {self.num_actions} output logits: make the "
                 f"env with num_actions={self.num_actions}"
             )
+        positions = self.max_positions()
+        needed = setup.max_prompt_tokens + int(self.prepend_bos) + setup.max_new_tokens
+        if positions is not None and needed > positions:
+            raise ValueError(
+                f"the env's episodes need {needed} positions (max_prompt_tokens={setup.max_prompt_tokens}"
+                f"{' + bos' if self.prepend_bos else ''} + max_new_tokens={setup.max_new_tokens}) but the model "
+                f"has {positions}: make the env with smaller max_prompt_tokens / max_new_tokens (longer prompts "
+                "then keep their first tokens, with a warning)"
+            )
         if self.max_prompt_tokens is None:
             self.max_prompt_tokens, self.max_new_tokens = setup.max_prompt_tokens, setup.max_new_tokens
         elif (setup.max_prompt_tokens, setup.max_new_tokens) != (self.max_prompt_tokens, self.max_new_tokens):
@@ -275,6 +284,19 @@ class HFPolicy(nn.Module):
                 f"max_new_tokens={self.max_new_tokens}; the env has {setup.max_prompt_tokens}, "
                 f"{setup.max_new_tokens}"
             )
+
+    def max_positions(self) -> int | None:
+        """How many positions a causal model's absolute position table holds (prompt, bos and new tokens
+        together), or None where positions are relative (T5) or unbounded (rotary models report a limit in
+        ``max_position_embeddings``, which is kept as the trained context)."""
+        if self.is_encoder_decoder:
+            return None
+        config = self.model.config
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def prompt_lengths(self, prompt_ids: torch.Tensor) -> torch.Tensor:
         """Lengths of the env's right-padded prompts (its pad id never occurs inside a prompt)."""
