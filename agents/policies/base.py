@@ -38,6 +38,33 @@ class SequenceScores:
     values: torch.Tensor
 
 
+def score_actions(
+    masked_logits: torch.Tensor,
+    actions: torch.Tensor,
+    values: torch.Tensor,
+    scored: torch.Tensor,
+    invalid_ids_mask: torch.Tensor,
+) -> SequenceScores:
+    """What every policy's ``evaluate_sequences`` returns, from its teacher-forced outputs.
+
+    :param masked_logits: float ``[B, T, V]``, invalid ids already ``-inf``.
+    :param actions: long ``[B, T]``, ids inside ``[0, V)`` everywhere (padding replaced by a valid id).
+    :param values: float ``[B, T]``, V(s_t).
+    :param scored: bool ``[B, T]``, the positions to score (inside the episode and the agent's); others are 0.
+    :param invalid_ids_mask: bool ``[V]``: their zero probability adds nothing to the entropy.
+    """
+    log_probs_all = torch.log_softmax(masked_logits, dim=-1)
+    log_probs = log_probs_all.gather(-1, actions[..., None]).squeeze(-1)
+    finite = log_probs_all.masked_fill(invalid_ids_mask, 0.0)
+    entropy = -(log_probs_all.exp() * finite).sum(-1)
+    zero = torch.zeros((), device=masked_logits.device)
+    return SequenceScores(
+        log_probs=torch.where(scored, log_probs, zero),
+        entropy=torch.where(scored, entropy, zero),
+        values=torch.where(scored, values, zero),
+    )
+
+
 class DecodingState(Protocol):
     """A policy's incremental-decoding state (KV cache and whatever else it needs); opaque to callers
     except ``values``: float ``[B]``, V of each row's current state (the state the returned logits are for)."""

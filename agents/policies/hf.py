@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from agents.devices import resolve_device
-from agents.policies.base import SequenceScores, env_setup_of
+from agents.policies.base import SequenceScores, env_setup_of, score_actions
 from lmrl_gym.atomic_file import atomic_directory
 
 POLICY_FILE = "lmrl_gym_policy.json"
@@ -582,15 +582,8 @@ class HFPolicy(nn.Module):
         logits, hidden, valid, safe = self._teacher_forced(prompt_ids, tokens, lengths, prompt_lengths)
         if agent_mask is not None:
             valid = valid & torch.as_tensor(agent_mask, device=self.device).bool()
-        log_probs_all = torch.log_softmax(self._mask_logits(logits), dim=-1)
-        log_probs = log_probs_all.gather(-1, safe[..., None]).squeeze(-1)
-        finite = log_probs_all.masked_fill(self.invalid_ids_mask, 0.0)
-        entropy = -(log_probs_all.exp() * finite).sum(-1)
-        zero = torch.zeros((), device=self.device)
-        return SequenceScores(
-            log_probs=torch.where(valid, log_probs, zero),
-            entropy=torch.where(valid, entropy, zero),
-            values=torch.where(valid, self._value(hidden), zero),
+        return score_actions(
+            self._mask_logits(logits), safe, self._value(hidden), valid, self.invalid_ids_mask
         )
 
     def log_likelihood(

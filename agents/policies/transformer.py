@@ -19,7 +19,7 @@ from torch import nn
 
 from agents.devices import resolve_device
 from agents.models import ARCHS, KVCache, TransformerConfig, TransformerLM
-from agents.policies.base import SequenceScores, env_setup_of
+from agents.policies.base import SequenceScores, env_setup_of, score_actions
 from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.tokenizer import Tokenizer
 
@@ -292,18 +292,10 @@ class TransformerPolicy(nn.Module):
             logits, values = self.model(
                 prompt_ids, prompt_lengths.to(self.device), safe_tokens[:, : max(t - 1, 0)]
             )
-        logits = self._mask(logits[:, :t])
-        log_probs_all = torch.log_softmax(logits, dim=-1)
-        log_probs = log_probs_all.gather(-1, safe_tokens[..., None]).squeeze(-1)
-        finite = log_probs_all.masked_fill(self.invalid_ids_mask, 0.0)
-        entropy = -(log_probs_all.exp() * finite).sum(-1)
         if agent_mask is not None:  # the partner's tokens were read above; they are not scored
             valid = valid & torch.as_tensor(agent_mask, device=self.device).bool()
-        zero = torch.zeros((), device=self.device)
-        return SequenceScores(
-            log_probs=torch.where(valid, log_probs, zero),
-            entropy=torch.where(valid, entropy, zero),
-            values=torch.where(valid, values[:, :t].float(), zero),
+        return score_actions(
+            self._mask(logits[:, :t]), safe_tokens, values[:, :t].float(), valid, self.invalid_ids_mask
         )
 
     def log_likelihood(
