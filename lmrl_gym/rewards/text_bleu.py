@@ -18,9 +18,8 @@ from functools import lru_cache
 
 import torch
 
-from lmrl_gym.rewards.base import Reward, RewardBatch
+from lmrl_gym.rewards.base import Reward, RewardBatch, RewardContext
 from lmrl_gym.rewards.bleu import (
-    SMOOTH_METHODS,
     batched_sentence_bleu,
     bleu_from_statistics,
     bleu_signature,
@@ -28,6 +27,7 @@ from lmrl_gym.rewards.bleu import (
     pad_references,
     pad_sequences,
 )
+from lmrl_gym.rewards.sequence_rewards import BLEUReward
 
 # --------------------------------------------------------------------------------------------- 13a words
 # The rules of mteval-v13a as sacreBLEU 2.x applies them for tokenize="13a" (its default), in its order:
@@ -157,34 +157,20 @@ def corpus_bleu_texts(
     return float(bleu_from_statistics(stats.sum(), smooth_method, smooth_value, effective_order)[0])
 
 
-class TextBLEUReward(Reward):
+class TextBLEUReward(BLEUReward):
     """Sentence BLEU of the decoded text against the reference texts, on 13a words, scaled to [0, 1].
 
     What ``reward="bleu"`` becomes on a Hugging Face tokenizer (:class:`~lmrl_gym.rewards.BLEUReward`
-    binds to it): ``sacrebleu.sentence_bleu(text, references).score / 100``. The text is decoded with
-    special tokens skipped (eos excluded).
-
-    :param smooth_method: ``"exp"``, ``"floor"``, ``"add-k"`` or ``"none"``.
-    :param smooth_value: the floor / k value (``None``: sacreBLEU's default, 0.1 / 1).
-    :param effective_order: ignore n-gram orders longer than the hypothesis.
+    binds to it, keeping its settings): ``sacrebleu.sentence_bleu(text, references).score / 100``. The text
+    is decoded with special tokens skipped (eos excluded).
     """
-
-    name = "bleu"
-    per_token = False
-    needs_references = True
-
-    def __init__(
-        self, smooth_method: str = "exp", smooth_value: float | None = None, effective_order: bool = True
-    ) -> None:
-        if smooth_method not in SMOOTH_METHODS:
-            raise ValueError(f"unknown smooth_method {smooth_method!r}; valid: {list(SMOOTH_METHODS)}")
-        self.smooth_method = smooth_method
-        self.smooth_value = smooth_value
-        self.effective_order = effective_order
 
     @property
     def signature(self) -> str:
         return bleu_signature(self.smooth_method, self.smooth_value, self.effective_order, tokens="13a")
+
+    def bind(self, context: RewardContext) -> Reward:
+        return self
 
     def __call__(self, batch: RewardBatch) -> torch.Tensor:
         scores = sentence_bleu_texts(
