@@ -88,18 +88,14 @@ def test_ragged_feed_and_select_keep_the_cache_exact(policy):
     ids, lengths = right_padded(policy, PROMPTS)
     with torch.no_grad():
         logits, state = policy.start(ids, lengths)
-        if policy.is_encoder_decoder:  # shared decoder positions: every row reads the same count
-            forced, counts = torch.tensor([[5, 6], [7, 8], [9, 10]]), torch.tensor([2, 2, 2])
-        else:
-            forced, counts = torch.tensor([[5, 6, 7], [8, 0, 0], [0, 0, 0]]), torch.tensor([3, 1, 0])
+        forced, counts = torch.tensor([[5, 6, 7], [8, 0, 0], [0, 0, 0]]), torch.tensor([3, 1, 0])
         before = logits.clone()
         logits, state = policy.feed(state, forced, counts)
         written = [forced[row, : counts[row]].tolist() for row in range(3)]
         for row, text in enumerate(PROMPTS):
             expected = reference_logits(policy, policy.tokenizer.encode(text), written[row])
             assert_close_where_finite(logits[row], expected)
-        if not policy.is_encoder_decoder:
-            assert torch.equal(logits[2], before[2])  # a row given no tokens keeps its logits
+        assert torch.equal(logits[2], before[2])  # a row given no tokens keeps its logits
         state = policy.select(state, torch.tensor([0, 2]))
         logits, state = policy.step(state, torch.tensor([11, 12]))
         for row, original in enumerate([0, 2]):
@@ -247,3 +243,39 @@ def test_episodes_longer_than_the_models_positions_are_a_clear_error(hf_gpt2_dir
     with pytest.warns(UserWarning, match="longer than max_prompt_tokens"):
         fits = gym.make("TextGen-Copy-v0", tokenizer=str(hf_gpt2_dir), max_prompt_tokens=4, max_new_tokens=40)
     policy.check_env(fits)
+
+
+def test_ragged_feed_on_a_decoder_with_absolute_positions_is_refused(hf_t5_tokenizer_dir):
+    """BART's decoder takes one position per column for all rows: a hole would shift a row's positions, so
+    rows given different counts are refused (equal counts still work)."""
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_t5_tokenizer_dir)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    bart = HFPolicy(BartForConditionalGeneration(config), tokenizer, device="cpu").eval()
+    ids, lengths = right_padded(bart, PROMPTS)
+    with torch.no_grad():
+        _, state = bart.start(ids, lengths)
+        logits, state = bart.feed(state, torch.tensor([[5, 6], [7, 8], [9, 10]]), torch.tensor([2, 2, 2]))
+        for row, text in enumerate(PROMPTS):
+            expected = reference_logits(bart, bart.tokenizer.encode(text), [[5, 6], [7, 8], [9, 10]][row])
+            assert_close_where_finite(logits[row], expected)
+        with pytest.raises(
+            ValueError, match=r"BartForConditionalGeneration.*same number of tokens.*\[2, 1, 0\]"
+        ):
+            bart.feed(state, torch.tensor([[5, 6], [7, 0], [0, 0]]), torch.tensor([2, 1, 0]))

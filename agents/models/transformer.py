@@ -304,6 +304,10 @@ class TransformerLM(nn.Module):
             raise ValueError(f"{what} = {needed} positions exceed max_positions={c.max_positions}")
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self.config.pad_id >= self.config.vocab_size:
+            # A Hugging Face tokenizer's env-only pad id (= vocab_size) has no row in the (tied) table; pad
+            # positions are masked out of every attention, so any row serves.
+            ids = ids.masked_fill(ids == self.config.pad_id, 0)
         return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))
 
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,12 @@ How the :class:`~agents.policies.base.Policy` protocol maps onto a ``transformer
   otherwise see the padding. Attention masks are always explicit (``pad == eos`` in many tokenizers, so
   they cannot be inferred from ids). ``feed`` of ragged tokens leaves masked holes in the cache.
 - **Encoder-decoder models** (T5, BART): the prompt goes to the encoder (once per rollout), the actions to
-  the decoder after ``decoder_start_token_id``. Their decoders' positions are the same for all rows, so
-  ``feed`` takes the same number of tokens for every row there (T5's relative positions would count holes).
+  the decoder after ``decoder_start_token_id``. Their decoders take no per-row positions, so a hole in the
+  cache would be counted as a position. A ragged ``feed`` (rows given different counts) therefore rebuilds
+  the decoder's cache from its tokens, left-padded so that every row's tokens are contiguous and end at the
+  last column: exact for relative positions (T5 and its family), which see only distances between
+  tokens. Decoders with absolute positions (BART, Marian) take only the same count in every row. Equal
+  counts and ``step`` extend the cache as for causal models.
 - **Logits** beyond the tokenizer (T5 and Qwen have more outputs than tokens) and the tokenizer's special
   tokens other than eos get ``-inf``: the env's action mask, read from the env tokenizer.
 
@@ -66,7 +70,9 @@ class HFDecodingState:
     (causal: prompt and generated tokens; encoder-decoder: decoder tokens); ``next_position``: long ``[B]``,
     the position id of each row's next token; ``logits`` ``[B, V]`` / ``values`` ``[B]``: the outputs for the
     current state (what ``feed`` returns for a row given no tokens); ``encoder_hidden`` ``[B, P, H]`` and
-    ``encoder_mask`` ``[B, P]``: the encoder's output and mask (encoder-decoder models only).
+    ``encoder_mask`` ``[B, P]``: the encoder's output and mask; ``decoder_ids`` long ``[B, S]``: the
+    decoder's input ids, aligned with ``attention_mask`` (encoder-decoder models only: a ragged ``feed``
+    rebuilds the cache from them).
     """
 
     cache: Any
@@ -76,6 +82,7 @@ class HFDecodingState:
     values: torch.Tensor
     encoder_hidden: torch.Tensor | None = None
     encoder_mask: torch.Tensor | None = None
+    decoder_ids: torch.Tensor | None = None
 
     def rows(self, index: torch.Tensor) -> HFDecodingState:
         """The rows ``index`` of every per-row tensor (the cache is handled by the caller)."""
@@ -91,6 +98,7 @@ class HFDecodingState:
             pick(self.values),
             pick(self.encoder_hidden),
             pick(self.encoder_mask),
+            pick(self.decoder_ids),
         )
 
 
@@ -123,6 +131,11 @@ class HFPolicy(nn.Module):
 
         self.model = model
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        # T5's family biases attention by relative distance and has no position table: the decoder can be
+        # re-read left-padded (see feed()).
+        self._decoder_positions_are_relative = self.is_encoder_decoder and hasattr(
+            model.config, "relative_attention_num_buckets"
+        )
         self.num_actions = int(model.get_output_embeddings().out_features)
         tokens = tokenizer.num_tokens if isinstance(tokenizer, HFTokenizer) else len(tokenizer)
         if tokens > self.num_actions:
@@ -311,11 +324,12 @@ class HFPolicy(nn.Module):
     def _value(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
-    def _left_padded_prompts(
-        self, prompt_ids: torch.Tensor, prompt_lengths: torch.Tensor | None
+    def _padded_prompts(
+        self, prompt_ids: torch.Tensor, prompt_lengths: torch.Tensor | None, left: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The env's right-padded prompts as ``(ids, mask, lengths)``, left-padded (bos prepended where the
-        model expects one), ``[B, P']``: every row's prompt ends at the last column."""
+        model expects one), ``[B, P']``: every row's prompt ends at the last column. ``left=False`` keeps
+        them right-padded (an encoder's input: BART's encoder has absolute positions)."""
         prompt_ids = torch.as_tensor(prompt_ids, device=self.device).long()
         if prompt_lengths is None:
             prompt_lengths = self.prompt_lengths(prompt_ids)
@@ -334,6 +348,9 @@ class HFPolicy(nn.Module):
                 "adds no bos token; give every example a prompt"
             )
         columns = torch.arange(p, device=self.device)
+        if not left:
+            mask = columns[None, :] < lengths[:, None]
+            return torch.where(mask, prompt_ids, self._filler), mask.long(), lengths
         # Row b's token j (j < length) moves to column p - length + j.
         source = (columns[None, :] - (p - lengths)[:, None]).clamp(min=0)
         mask = columns[None, :] >= (p - lengths)[:, None]
@@ -352,7 +369,7 @@ class HFPolicy(nn.Module):
 
     def _encode(self, prompt_ids, prompt_lengths) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder-decoder models: the encoder's last hidden state ``[B, P', H]`` and mask ``[B, P']``."""
-        ids, mask, _ = self._left_padded_prompts(prompt_ids, prompt_lengths)
+        ids, mask, _ = self._padded_prompts(prompt_ids, prompt_lengths, left=False)
         encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
         return encoded.last_hidden_state, mask
 
@@ -389,8 +406,9 @@ class HFPolicy(nn.Module):
             )
             mask = torch.ones(b, 1, dtype=torch.long, device=self.device)
             position = torch.ones(b, dtype=torch.long, device=self.device)
+            decoder_ids = start
         else:
-            ids, mask, lengths = self._left_padded_prompts(prompt_ids, prompt_lengths)
+            ids, mask, lengths = self._padded_prompts(prompt_ids, prompt_lengths)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             output = self._forward(
                 keep=1,
@@ -400,12 +418,12 @@ class HFPolicy(nn.Module):
                 cache=cache,
                 use_cache=True,
             )
-            encoder_hidden = encoder_mask = None
+            encoder_hidden = encoder_mask = decoder_ids = None
             position = lengths
         logits = self._mask_logits(output.logits[:, -1])
         values = self._value(self._last_hidden(output)[:, -1])
         return logits, HFDecodingState(
-            output.cache, mask, position, logits, values, encoder_hidden, encoder_mask
+            output.cache, mask, position, logits, values, encoder_hidden, encoder_mask, decoder_ids
         )
 
     def step(self, state: HFDecodingState, tokens: torch.Tensor) -> tuple[torch.Tensor, HFDecodingState]:
@@ -434,6 +452,7 @@ class HFPolicy(nn.Module):
             values,
             state.encoder_hidden,
             state.encoder_mask,
+            state.decoder_ids,
         )
 
     def feed(
@@ -452,13 +471,11 @@ class HFPolicy(nn.Module):
         new_mask = (columns[None, :] < lengths[:, None]).long()
         safe = torch.where(new_mask.bool(), tokens, self._filler)
         mask = torch.cat([state.attention_mask, new_mask], 1)
+        decoder_ids = None
         if self.is_encoder_decoder:
-            if bool((lengths != k).any()):
-                raise ValueError(
-                    "an encoder-decoder HFPolicy feeds the same number of tokens to every row: its decoder's "
-                    "positions are shared by all rows (T5's relative positions would count the holes a "
-                    f"ragged feed leaves), got counts {lengths.tolist()}"
-                )
+            decoder_ids = torch.cat([state.decoder_ids, safe], 1)
+            if bool((lengths != k).any()):  # one host read per feed, not per step (step feeds k = 1)
+                return self._refeed_decoder(state, decoder_ids, mask, lengths)
             output = self._forward(
                 encoder_outputs=(state.encoder_hidden,),
                 attention_mask=state.encoder_mask,
@@ -493,6 +510,47 @@ class HFPolicy(nn.Module):
             values,
             state.encoder_hidden,
             state.encoder_mask,
+            decoder_ids,
+        )
+
+    def _refeed_decoder(
+        self, state: HFDecodingState, decoder_ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, HFDecodingState]:
+        """Encoder-decoder ``feed`` of ragged counts: the decoder reads every row's tokens again, left-padded
+        (``decoder_ids`` / ``mask`` ``[B, S]``, holes anywhere), into a new cache."""
+        if not self._decoder_positions_are_relative:
+            raise ValueError(
+                f"this encoder-decoder model ({type(self.model).__name__}) gives its decoder absolute "
+                "positions shared by all rows, so feed() must give every row the same number of tokens; got "
+                f"counts {lengths.tolist()}. Ragged feeds work for causal models and for decoders with "
+                "relative positions (T5)"
+            )
+        # A stable sort on the mask moves each row's holes to its front and keeps its tokens in order; the
+        # longest row then needs `width` columns.
+        order = torch.argsort(mask, dim=1, stable=True)
+        width = int(mask.sum(1).max())
+        ids, mask = decoder_ids.gather(1, order)[:, -width:], mask.gather(1, order)[:, -width:]
+        ids = torch.where(mask.bool(), ids, self._filler)
+        output = self._forward(
+            encoder_outputs=(state.encoder_hidden,),
+            attention_mask=state.encoder_mask,
+            decoder_input_ids=ids,
+            decoder_attention_mask=mask,
+            cache=self._new_cache(),
+            use_cache=True,
+        )
+        given = lengths > 0
+        logits = torch.where(given[:, None], self._mask_logits(output.logits[:, -1]), state.logits)
+        values = torch.where(given, self._value(self._last_hidden(output)[:, -1]), state.values)
+        return logits, HFDecodingState(
+            output.cache,
+            mask,
+            state.next_position + lengths,
+            logits,
+            values,
+            state.encoder_hidden,
+            state.encoder_mask,
+            ids,
         )
 
     def reorder(self, state: HFDecodingState, index: torch.Tensor) -> HFDecodingState:
@@ -539,7 +597,7 @@ class HFPolicy(nn.Module):
             )
             logits, hidden = output.logits, self._last_hidden(output)
         else:
-            ids, mask, _ = self._left_padded_prompts(prompt_ids, prompt_lengths)
+            ids, mask, _ = self._padded_prompts(prompt_ids, prompt_lengths)
             mask = torch.cat([mask, input_mask], 1)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             output = self._forward(
