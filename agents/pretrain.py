@@ -185,3 +185,42 @@ def pretrain(
         policy.load_state_dict(best_state)
     policy.eval()
     return history
+
+
+def pretrain_subset(
+    policy: Policy,
+    env: Any,
+    examples: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """One maximum-likelihood pass over ``examples`` random training (prompt, reference) pairs.
+
+    :func:`pretrain` always runs whole epochs; a start that leaves reinforcement learning room to improve
+    (the demo, ``lmrl-gym bench suite``) is only partly trained, so this takes a random subset and runs a
+    single pass at a constant learning rate.
+
+    :param examples: how many pairs to train on (capped at the number of training pairs).
+    :return: the token NLL of the last batch (nats per token); NaN when ``examples`` is 0.
+    """
+    if examples <= 0:
+        return float("nan")
+    setup = env_setup_of(env)
+    tok = policy.tokenizer
+    pairs = reference_pairs(setup.data, setup.max_new_tokens, tok.eos_id, tok.pad_id)
+    subset = torch.randperm(len(pairs[0]), generator=torch.Generator().manual_seed(seed))[:examples]
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=learning_rate, betas=(0.9, 0.95))
+    policy.train()
+    loss = torch.tensor(float("nan"))
+    for start in range(0, len(subset), batch_size):
+        index = subset[start : start + batch_size]
+        prompts, targets, lengths = (x[index].to(policy.device) for x in pairs)
+        nll, count = sequence_nll(policy, prompts, targets, lengths)
+        loss = nll / count
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+    policy.eval()
+    return float(loss.item())

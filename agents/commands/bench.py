@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from agents.commands.arguments import PolicyChoice, env_ids, non_negative_int, policy_choice, positive_int
 
-BENCHMARKS = ("env", "decoding", "algorithms", "ppo-vs-sb3")
+BENCHMARKS = ("env", "decoding", "algorithms", "suite", "ppo-vs-sb3")
 
 
 def _parser(name: str, module_doc: str | None) -> argparse.ArgumentParser:
@@ -168,6 +168,37 @@ def bench_algorithms(argv: list[str]) -> int:
     return 0
 
 
+def bench_suite(argv: list[str]) -> int:
+    from agents.algorithms import ALGORITHMS
+    from agents.bench import suite
+
+    parser = _parser("suite", suite.__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick", action="store_const", const="quick", dest="mode", help="one seed, a quarter of the budget"
+    )
+    mode.add_argument(
+        "--smoke", action="store_const", const="smoke", dest="mode", help="two tasks, tiny budgets (seconds)"
+    )
+    parser.set_defaults(mode="default")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=list(suite.SUITE_TASKS), default=None, help="default: the mode's tasks"
+    )
+    parser.add_argument(
+        "--algos", nargs="+", choices=sorted(ALGORITHMS), default=None, help="default: every algorithm"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the mode's seeds")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="runs at once, one process each (default: %(default)s)",
+    )
+    parser.add_argument("--out", default="runs/bench_suite", help="output folder (default: %(default)s)")
+    suite.run_suite(**vars(parser.parse_args(argv)))
+    return 0
+
+
 def bench_env(argv: list[str]) -> int:
     from lmrl_gym.benchmark import main
 
@@ -180,6 +211,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "env": bench_env,
     "decoding": bench_decoding,
     "algorithms": bench_algorithms,
+    "suite": bench_suite,
     "ppo-vs-sb3": bench_ppo_vs_sb3,
 }
 

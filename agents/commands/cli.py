@@ -547,12 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="benchmarks: env (vector env and BLEU speed), decoding (KV-cached decoding speed) or "
-        "algorithms (REINFORCE vs A2C vs PPO over seeds) or ppo-vs-sb3 (PPO speed, storage and FLOPs "
-        "against Stable-Baselines3 PPO)",
+        help="benchmarks: env (vector env and BLEU speed), decoding (KV-cached decoding speed), "
+        "algorithms (algorithms over seeds on chosen tasks), suite (every algorithm on every built-in task, "
+        "headroom closed) or ppo-vs-sb3 (PPO speed, storage and FLOPs against Stable-Baselines3 PPO)",
         description="Run one benchmark with the remaining arguments: env (lmrl_gym.benchmark), decoding "
-        "(agents.bench.decoding), algorithms (agents.bench.algorithms) or ppo-vs-sb3 "
-        "(agents.bench.ppo_vs_sb3); e.g. 'lmrl-gym bench env --help'.",
+        "(agents.bench.decoding), algorithms (agents.bench.algorithms), suite (agents.bench.suite) or "
+        "ppo-vs-sb3 (agents.bench.ppo_vs_sb3); e.g. 'lmrl-gym bench suite --help'.",
     )
     bench.add_argument("benchmark", choices=BENCHMARKS)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of that benchmark")

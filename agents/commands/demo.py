@@ -39,9 +39,9 @@ from agents.commands.arguments import (
 )
 from agents.commands.cli import plot_learning_curve, validation_checks
 from agents.evaluation import evaluate
-from agents.policies.base import Policy, env_setup_of
+from agents.policies.base import Policy
 from agents.policies.transformer import TransformerPolicy
-from agents.pretrain import reference_pairs, sequence_nll
+from agents.pretrain import pretrain_subset
 
 # (row label, evaluate() key, scale): exact match and BLEU read best as percentages.
 TABLE_ROWS = (
@@ -50,44 +50,6 @@ TABLE_ROWS = (
     ("exact match (greedy, %)", "greedy", "exact_match", 100.0),
     ("mean reward (greedy)", "greedy", "mean_reward", 1.0),
 )
-
-
-def pretrain_subset(
-    policy: Policy,
-    env: Any,
-    examples: int,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """One maximum-likelihood pass over ``examples`` random training (prompt, reference) pairs.
-
-    :func:`agents.pretrain.pretrain` always runs whole epochs; the demo wants a policy that is only
-    partly trained, so this takes a random subset and runs a single pass at a constant learning rate.
-
-    :param examples: how many pairs to train on (capped at the number of training pairs).
-    :return: the token NLL of the last batch (nats per token); NaN when ``examples`` is 0.
-    """
-    if examples <= 0:
-        return float("nan")
-    setup = env_setup_of(env)
-    tok = policy.tokenizer
-    pairs = reference_pairs(setup.data, setup.max_new_tokens, tok.eos_id, tok.pad_id)
-    subset = torch.randperm(len(pairs[0]), generator=torch.Generator().manual_seed(seed))[:examples]
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=learning_rate, betas=(0.9, 0.95))
-    policy.train()
-    loss = torch.tensor(float("nan"))
-    for start in range(0, len(subset), batch_size):
-        index = subset[start : start + batch_size]
-        prompts, targets, lengths = (x[index].to(policy.device) for x in pairs)
-        nll, count = sequence_nll(policy, prompts, targets, lengths)
-        loss = nll / count
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-    policy.eval()
-    return float(loss.item())
 
 
 def measure(policy: Policy, env: Any, beam_size: int, max_examples: int | None) -> dict[str, dict]:
