@@ -343,6 +343,11 @@ def test_demo_runs_on_a_tiny_budget(tmp_path: Path, eval_freq: int) -> None:
     assert f"learning curve: {out / 'learning_curve.png'}" in result.stdout
     for row in ("greedy BLEU", "beam-2 BLEU", "exact match", "mean reward"):
         assert f"| {row}" in result.stdout
+    # The table names what PPO maximised: the demo's default, half BLEU and half exact match.
+    assert (
+        'reward (what PPO maximised, the table\'s mean reward): {"bleu": 0.5, "exact_match": 0.5}'
+        in result.stdout
+    )
 
 
 def test_demo_pretrain_subset_lowers_the_loss() -> None:
