@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from agents.policies.base import Policy
+from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 # Values are stored in bfloat16 (half the bytes; same range as float32, 8 significant bits: relative error at
@@ -15,6 +19,8 @@ from lmrl_gym.vector_env import TextGenVectorEnv
 # rounding is noise far below that of the sampled returns. Log-probs stay float32: they set the PPO ratio,
 # whose clip range is 0.2, and bfloat16 would move log-probs of -5 by up to 0.02.
 VALUE_STORAGE_DTYPE = torch.bfloat16
+# What :meth:`Trajectories.save` writes (a torch.save dict of the dataclass's fields).
+TRAJECTORIES_FORMAT = "lmrl_gym.Trajectories/1"
 
 
 def smallest_int_dtype(max_value: int) -> torch.dtype:
@@ -37,6 +43,7 @@ class PaddedTrajectories:
     values: torch.Tensor
     rewards: torch.Tensor
     mask: torch.Tensor
+    extra: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,13 +55,15 @@ class Trajectories:
     :meth:`unpack` for all at once): ``prompts`` ``[N, P]`` int32; ``tokens`` ``[N, T]`` int32 (the actions,
     eos included when an episode ended with it, pad after); ``lengths`` ``[N]`` int64; ``log_probs``:
     log pi_old(a_t | s_t); ``values``: V_old(s_t); ``rewards``: what the env paid at each step; ``mask``:
-    bool, True for t < length. T is the longest episode.
+    bool, True for t < length; ``extra``: what a :class:`LogitsProcessor` recorded at each step (None
+    without one). T is the longest episode.
 
     Storage (what :attr:`nbytes` counts): the step arrays (ids in the narrowest integer type of the
     vocabulary, log-probs float32, values bfloat16, see ``VALUE_STORAGE_DTYPE``, read back as float32), the
     rewards (float32 per step, or per episode when every reward came at an episode's last step, as with
     sequence-level rewards: the zeros before are implied, so both layouts are exact), the lengths and the
-    example indices. ``prompt_table`` is the env split's
+    example indices, and the processor's per-step record in the dtype it chose (when there is one).
+    ``prompt_table`` is the env split's
     encoded prompts, which the env keeps anyway and every rollout shares; it is counted only when the
     trajectories own it (``owns_prompt_table``, e.g. built by :meth:`from_padded` from raw prompts).
     """
@@ -70,6 +79,7 @@ class Trajectories:
     width: int  # T: the longest episode
     pad_id: int
     owns_prompt_table: bool = False
+    step_extra: torch.Tensor | None = None  # [S] a LogitsProcessor's record per step, in its own dtype
 
     # ------------------------------------------------------------------ building
 
@@ -86,10 +96,12 @@ class Trajectories:
         prompt_table: torch.Tensor | None = None,
         example_index: torch.Tensor | None = None,
         vocab_size: int | None = None,
+        extra: torch.Tensor | None = None,
     ) -> Trajectories:
         """Pack ``[N, T]`` episodes. Prompts either as ``prompts [N, P]`` (copied and owned) or as rows
         ``example_index [N]`` of a shared ``prompt_table [E, P]``. ``vocab_size`` lets ids be stored in
-        fewer bytes (default: int32). Entries at or beyond each row's length are ignored."""
+        fewer bytes (default: int32). ``extra``: optional ``[N, T]`` per-step record, kept in its dtype.
+        Entries at or beyond each row's length are ignored."""
         if (prompts is None) == (prompt_table is None or example_index is None):
             raise ValueError("give either prompts or both prompt_table and example_index")
         n = lengths.shape[0]
@@ -114,6 +126,7 @@ class Trajectories:
             width=width,
             pad_id=int(pad_id),
             owns_prompt_table=owns,
+            step_extra=None if extra is None else extra[:, :width][mask],
         )
 
     # ------------------------------------------------------------------ sizes
@@ -140,6 +153,8 @@ class Trajectories:
         ]
         if self.owns_prompt_table:
             tensors.append(self.prompt_table)
+        if self.step_extra is not None:
+            tensors.append(self.step_extra)
         return sum(t.element_size() * t.numel() for t in tensors)
 
     # ------------------------------------------------------------------ padded views
@@ -172,6 +187,10 @@ class Trajectories:
     def rewards(self) -> torch.Tensor:
         return self._rewards(self.mask)
 
+    @property
+    def extra(self) -> torch.Tensor | None:
+        return None if self.step_extra is None else self._unpack(self.step_extra, self.mask)
+
     def unpack(self) -> PaddedTrajectories:
         """All the padded views at once (one mask)."""
         mask = self.mask
@@ -183,6 +202,7 @@ class Trajectories:
             values=self._unpack(self.step_values, mask).float(),
             rewards=self._rewards(mask),
             mask=mask,
+            extra=None if self.step_extra is None else self._unpack(self.step_extra, mask),
         )
 
     def _unpack(self, packed: torch.Tensor, mask: torch.Tensor, fill: int = 0) -> torch.Tensor:
@@ -233,7 +253,129 @@ class Trajectories:
             step_values=self.step_values[steps],
             step_rewards=self.step_rewards[rows] if terminal else self.step_rewards[steps],
             width=width,
+            step_extra=None if self.step_extra is None else self.step_extra[steps],
         )
+
+    @classmethod
+    def concatenate(cls, parts: list[Trajectories]) -> Trajectories:
+        """One set of the episodes of ``parts``, in order (e.g. rollouts of a policy and the task's
+        references, an offline data set). Packed arrays are joined as they are; prompts become one owned
+        table of every episode's prompt (right-padded to the widest). Parts must share ``pad_id``; rewards
+        stay per episode only where every part has them so; per-step extras are kept where every part has
+        them."""
+        if not parts:
+            raise ValueError("concatenate needs at least one Trajectories")
+        pad_ids = {part.pad_id for part in parts}
+        if len(pad_ids) > 1:
+            raise ValueError(
+                f"the parts use different pad ids {sorted(pad_ids)}; they come from different envs"
+            )
+        prompt_width = max(part.prompt_table.shape[1] for part in parts)
+        pad_id = parts[0].pad_id
+        prompts = torch.cat(
+            [
+                torch.nn.functional.pad(
+                    part.prompts, (0, prompt_width - part.prompt_table.shape[1]), value=pad_id
+                )
+                for part in parts
+            ]
+        )
+        terminal = all(part.terminal_rewards for part in parts)
+        # Per-step rewards of a per-episode part: its padded layout packed (the zeros before each end).
+        rewards = [
+            part.step_rewards if terminal or not part.terminal_rewards else part.rewards[part.mask]
+            for part in parts
+        ]
+        extras = [part.step_extra for part in parts]
+
+        def joined(name: str) -> torch.Tensor:
+            tensors = [getattr(part, name) for part in parts]
+            return torch.cat([t.to(torch.promote_types(tensors[0].dtype, t.dtype)) for t in tensors])
+
+        return cls(
+            prompt_table=prompts,
+            example_index=torch.arange(prompts.shape[0], device=prompts.device).to(
+                smallest_int_dtype(max(prompts.shape[0] - 1, 0))
+            ),
+            step_lengths=joined("step_lengths"),
+            step_tokens=joined("step_tokens"),
+            step_log_probs=joined("step_log_probs"),
+            step_values=joined("step_values"),
+            step_rewards=torch.cat(rewards),
+            terminal_rewards=terminal,
+            width=max(part.width for part in parts),
+            pad_id=pad_id,
+            owns_prompt_table=True,
+            step_extra=None if any(e is None for e in extras) else torch.cat(extras),
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write every field (tensors in their storage dtypes, on the CPU) to ``path`` with ``torch.save``,
+        atomically (a crash never leaves a half-written file). :meth:`load` gives back equal fields: same
+        values, dtypes and shapes; e.g. an offline data set of rollouts (``FilteredBC``, ``ILQL``)."""
+        payload = {
+            "format": TRAJECTORIES_FORMAT,
+            "fields": {
+                f.name: value.detach().cpu()
+                if isinstance(value := getattr(self, f.name), torch.Tensor)
+                else value
+                for f in fields(self)
+            },
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Trajectories:
+        """Read what :meth:`save` wrote, its tensors on ``device``.
+
+        :raises ValueError: a missing, unreadable or truncated file, or a file that holds something else.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no trajectories file at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for damaged zip / pickle data
+            raise ValueError(
+                f"{path} is not a readable trajectories file (corrupt or truncated?): {err}"
+            ) from err
+        if not isinstance(payload, dict) or payload.get("format") != TRAJECTORIES_FORMAT:
+            raise ValueError(f"{path} is not a Trajectories file (format {TRAJECTORIES_FORMAT!r})")
+        known = {f.name for f in fields(cls)}
+        values = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["fields"].items()}
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except TypeError as err:  # a required field is missing
+            raise ValueError(f"{path} holds incomplete trajectories: {err}") from err
+
+
+class LogitsProcessor(Protocol):
+    """An optional hook of :func:`collect_trajectories` that changes the distribution each action is
+    sampled from, e.g. NLPO's mask (:class:`agents.algorithms.nlpo.TopPMask`), and says what the trajectory
+    must keep of it to score the same distribution in the update.
+
+    It is driven in lock-step with the policy, on the rows the policy's KV cache holds: :meth:`start` with
+    the prompts, then per step :meth:`process`, and :meth:`select` / :meth:`step` right after the policy's
+    own ``select`` / ``step`` (so it may run a second model's cache beside the policy's).
+    """
+
+    def start(self, prompt_ids: torch.Tensor) -> None:
+        """Read the rollout's right-padded prompts ``[N, P]`` (the policy's ``start`` got the same)."""
+
+    def process(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits', record)`` for the policy's next-token logits ``[B, V]`` of the rows the cache holds:
+        the logits to sample from (``-inf`` where an id may not be taken; at least one finite per row) and a
+        ``[B]`` record per row, stored packed in the trajectory (``Trajectories.extra``) in its own dtype:
+        choose a narrow one."""
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows ``rows`` only (``[B']``, distinct, increasing), as the policy's ``select`` did."""
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Append the sampled tokens ``[B]`` of the rows held, as the policy's ``step`` did."""
 
 
 def _pack_rewards(
@@ -255,6 +397,7 @@ def collect_trajectories(
     venv: TextGenVectorEnv,
     generator: torch.Generator,
     reset_options: dict | None = None,
+    logits_processor: LogitsProcessor | None = None,
 ) -> Trajectories:
     """Play one episode in each of the ``venv.num_envs`` envs, all in lock-step, sampling from ``policy``.
 
@@ -270,6 +413,9 @@ def collect_trajectories(
     :param venv: a ``TextGenVectorEnv`` with ``output="torch"`` on the policy's device.
     :param generator: the sampling generator (on the policy's device).
     :param reset_options: passed to ``venv.reset`` (e.g. ``{"index": rows}`` for grouped prompts).
+    :param logits_processor: optional :class:`LogitsProcessor`: actions are sampled from its logits, the
+        stored log-probs are those of that distribution (the PPO ratio's old policy), and its per-step
+        record is stored as ``extra``. Without one, nothing of it runs.
     """
     obs, _ = venv.reset(options=reset_options)
     prompts = obs["prompt_ids"].long()
@@ -285,11 +431,16 @@ def collect_trajectories(
     rewards = torch.zeros(n, width, device=dev)
     active = torch.ones(n, dtype=torch.bool, device=dev)
     lengths = torch.zeros(n, dtype=torch.long, device=dev)
+    extra = None  # [n, width] the logits processor's records, allocated at its first
     live = torch.arange(n, device=dev)  # the rows the KV cache holds, in its order
     was_training = policy.training
     policy.eval()
     logits, state = policy.start(prompts)
+    if logits_processor is not None:
+        logits_processor.start(prompts)
     for t in range(width):
+        if logits_processor is not None:
+            logits, record = logits_processor.process(logits)
         log_p, step_values = torch.log_softmax(logits, dim=-1), state.values
         if live.shape[0] < n:
             # Sample all n rows as if none had been dropped: multinomial draws a row's random numbers
@@ -297,6 +448,10 @@ def collect_trajectories(
             log_p = torch.zeros(n, log_p.shape[1], device=dev).index_copy_(0, live, log_p)
             step_values = torch.zeros(n, device=dev).index_copy_(0, live, step_values)
         action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1)
+        if logits_processor is not None:
+            if extra is None:
+                extra = torch.zeros(n, width, dtype=record.dtype, device=dev)
+            extra[live, t] = torch.where(active[live], record, torch.zeros_like(record))
         tokens[:, t] = torch.where(active, action, tokens[:, t])
         log_probs[:, t] = torch.where(active, log_p.gather(1, action[:, None]).squeeze(1), 0.0)
         values[:, t] = torch.where(active, step_values, 0.0)
@@ -310,7 +465,11 @@ def collect_trajectories(
         if playing <= live.shape[0] // 2:
             keep = active[live].nonzero().squeeze(1)
             state, live = policy.select(state, keep), live[keep]
+            if logits_processor is not None:
+                logits_processor.select(keep)
         logits, state = policy.step(state, action[live])
+        if logits_processor is not None:
+            logits_processor.step(action[live])
     policy.train(was_training)
     return Trajectories.from_padded(
         tokens,
@@ -322,4 +481,5 @@ def collect_trajectories(
         prompt_table=venv.setup.tensors["prompts"],
         example_index=example_index,
         vocab_size=policy.vocab_size,
+        extra=extra,
     )

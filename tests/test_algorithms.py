@@ -43,14 +43,39 @@ def poison_value_head(model) -> None:
 # ------------------------------------------------------------------ per-algorithm settings of the tests
 # One line per algorithm where the shared tests need something of its own.
 # Extra constructor keyword arguments for every construction in the parametrised tests.
-EXTRA_KWARGS: dict[str, dict[str, Any]] = {}
+EXTRA_KWARGS: dict[str, dict[str, Any]] = {
+    "filtered_bc": {"batch_size": 8},  # learn(n) takes n gradient steps: small minibatches keep them cheap
+    "ilql": {"batch_size": 8},
+    "grpo": {"num_generations": 4, "num_iterations": 2, "batch_size": 4},  # groups, clipping, minibatches
+    "rloo": {"num_generations": 4, "num_iterations": 2, "batch_size": 4},
+}
 # The keyword arguments that turn a KL reference policy on (resume and load tests); None: the algorithm
 # has none (the reference checks are skipped). Default: {"kl_coef": 0.05}.
-LEASH: dict[str, dict[str, Any] | None] = {}
+LEASH: dict[str, dict[str, Any] | None] = {
+    "filtered_bc": None,  # offline: no KL leash
+    "ilql": None,
+    "grpo": {"beta": 0.05},  # the KL term of its loss; kl_coef is refused
+}
 # name -> function(model) after which the next update's loss is not finite. Default: poison_value_head.
-POISON: dict[str, Callable[[Any], None]] = {}
+POISON: dict[str, Callable[[Any], None]] = {
+    # No value head in their losses: NaN rewards instead (the rollout still samples).
+    "grpo": lambda m: setattr(
+        m.env, "step_tensors", lambda a, f=m.env.step_tensors: ((r := f(a))[0] * torch.nan, *r[1:])
+    ),
+    "rloo": lambda m: setattr(
+        m.env, "step_tensors", lambda a, f=m.env.step_tensors: ((r := f(a))[0] * torch.nan, *r[1:])
+    ),
+}
 # (test function name, algorithm name) -> why that shared test does not apply to the algorithm.
-NOT_APPLICABLE: dict[tuple[str, str], str] = {}
+NOT_APPLICABLE: dict[tuple[str, str], str] = {
+    ("test_updates_score_episodes_as_the_rollout_sampled_them_with_dropout", "nlpo"): "masked: test_nlpo.py",
+    ("test_the_episode_return_buffer_survives_a_checkpoint", "filtered_bc"): "offline: plays no episodes",
+    ("test_the_episode_return_buffer_survives_a_checkpoint", "ilql"): "offline: plays no episodes",
+    ("test_updates_score_episodes_as_the_rollout_sampled_them_with_dropout", "filtered_bc"): "offline",
+    ("test_updates_score_episodes_as_the_rollout_sampled_them_with_dropout", "ilql"): "offline",
+    ("test_non_finite_loss_stops_with_the_quantity_and_update_number", "filtered_bc"): "offline: 16 updates",
+    ("test_non_finite_loss_stops_with_the_quantity_and_update_number", "ilql"): "offline: 16 updates",
+}
 
 
 def kwargs_of(name: str, **base: Any) -> dict[str, Any]:
@@ -313,6 +338,11 @@ LEARNING_SETTINGS = {
     "ppo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
     "a2c": {"learning_rate": 1e-3, "n_envs": 16, "total": 80_000},
     "reinforce": {"learning_rate": 1e-3, "n_envs": 16, "total": 100_000},
+    "nlpo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
+    "filtered_bc": {"learning_rate": 1e-3, "total": 300},  # gradient steps on the references (dataset=None)
+    "ilql": {"learning_rate": 1e-3, "total": 300},
+    "grpo": {"learning_rate": 1e-3, "n_envs": 128, "num_generations": 8, "total": 150_000},
+    "rloo": {"learning_rate": 1e-3, "n_envs": 64, "num_generations": 4, "total": 120_000},
 }
 
 

@@ -269,6 +269,13 @@ def test_sequence_scores_match_incremental_decoding(case):
     inside = torch.arange(5)[None, :] < episode_lengths[:, None]
     torch.testing.assert_close(scores.log_probs[inside], torch.stack(log_probs, 1)[inside], atol=ATOL, rtol=0)
     torch.testing.assert_close(scores.values[inside], torch.stack(values, 1)[inside], atol=ATOL, rtol=0)
+    # sequence_logits: the whole distribution at every state, the cached logits to the same tolerance.
+    every_logits, every_values = policy.sequence_logits(prompts, tokens, episode_lengths, lengths)
+    assert every_logits.shape == (4, 5, policy.vocab_size)
+    assert torch.isinf(every_logits[..., list(policy.invalid_ids)]).all()
+    chosen = torch.log_softmax(every_logits, -1).gather(2, tokens[..., None].long()).squeeze(2)
+    torch.testing.assert_close(chosen[inside], torch.stack(log_probs, 1)[inside], atol=ATOL, rtol=0)
+    torch.testing.assert_close(every_values[inside], torch.stack(values, 1)[inside], atol=ATOL, rtol=0)
 
 
 @torch.no_grad()
@@ -377,6 +384,7 @@ class WrappedPolicy(nn.Module):
     def __getattr__(self, name):
         if name in {"prompt_lengths", "check_env", "start", "step", "feed", "reorder", "select"} | {
             "hidden_states",
+            "sequence_logits",
             "evaluate_sequences",
             "log_likelihood",
             "save",
@@ -443,7 +451,7 @@ class FolderPolicy(TransformerPolicy):
 def test_unknown_kinds_and_entry_points_are_clear_errors():
     from agents.policies.registry import load_policy, register_policy_kind
 
-    with pytest.raises(ValueError, match="unknown policy kind 'nope'; registered: .*'hf', 'transformer'"):
+    with pytest.raises(ValueError, match="unknown policy kind 'nope'; registered: .*'hf'.*'transformer'"):
         load_policy("nope", "x")
     with pytest.raises(ValueError, match="entry_point must be 'module:ClassName'"):
         register_policy_kind("bad", "agents.policies.transformer.TransformerPolicy", "policy.pt")

@@ -82,6 +82,32 @@ def test_index_and_with_rewards_keep_the_packing_exact():
         traj.with_rewards(torch.zeros(5, 7))
 
 
+@pytest.mark.parametrize("second_terminal", [True, False])
+def test_concatenate_joins_the_episodes_of_each_part_in_order(second_terminal):
+    first = padded_episodes(seed=1)
+    second = padded_episodes(seed=2, n=3, width=6, terminal=second_terminal)
+    a = Trajectories.from_padded(*first[1:6], pad_id=0, prompts=first[0], vocab_size=30)
+    # The second part's prompts are wider (a different env's width): padded with pad_id on the right.
+    wide = torch.cat([second[0], torch.zeros(3, 2, dtype=second[0].dtype)], 1)
+    b = Trajectories.from_padded(*second[1:6], pad_id=0, prompts=wide)
+    both = Trajectories.concatenate([a, b])
+    assert both.num_episodes == 8 and both.num_steps == a.num_steps + b.num_steps
+    assert both.terminal_rewards is second_terminal
+    width = both.width
+    for name in ("tokens", "log_probs", "values", "rewards", "mask"):
+        expected = torch.cat(
+            [torch.nn.functional.pad(getattr(t, name), (0, width - t.width)) for t in (a, b)]
+        )
+        assert torch.equal(getattr(both, name), expected.to(getattr(both, name).dtype)), name
+    assert torch.equal(both.prompts[:5, :4], first[0].int()) and (both.prompts[:5, 4:] == 0).all()
+    assert torch.equal(both.prompts[5:], wide.int())
+    assert torch.equal(both.episode_returns(), torch.cat([a.episode_returns(), b.episode_returns()]))
+    with pytest.raises(ValueError, match="different pad ids"):
+        Trajectories.concatenate([a, Trajectories.from_padded(*second[1:6], pad_id=1, prompts=second[0])])
+    with pytest.raises(ValueError, match="at least one"):
+        Trajectories.concatenate([])
+
+
 def test_a_rollout_keeps_the_env_prompt_table_not_copies_of_prompts():
     torch.manual_seed(0)
     model = PPO(

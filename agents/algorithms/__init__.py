@@ -2,9 +2,34 @@
 
 from agents.algorithms.a2c import A2C
 from agents.algorithms.base import KLController, TextRLAlgorithm
+from agents.algorithms.grpo import GRPO
+from agents.algorithms.nlpo import NLPO
+from agents.algorithms.offline import ILQL, FilteredBC
 from agents.algorithms.ppo import PPO
 from agents.algorithms.reinforce import REINFORCE
+from agents.algorithms.rloo import RLOO
 
-ALGORITHMS = {"reinforce": REINFORCE, "a2c": A2C, "ppo": PPO}
+ALGORITHMS = {
+    "reinforce": REINFORCE,
+    "a2c": A2C,
+    "ppo": PPO,
+    "grpo": GRPO,
+    "rloo": RLOO,
+    "nlpo": NLPO,
+    "filtered_bc": FilteredBC,
+    "ilql": ILQL,
+}
 
-__all__ = ["A2C", "ALGORITHMS", "KLController", "PPO", "REINFORCE", "TextRLAlgorithm"]
+__all__ = [
+    "A2C",
+    "ALGORITHMS",
+    "FilteredBC",
+    "GRPO",
+    "ILQL",
+    "KLController",
+    "NLPO",
+    "PPO",
+    "REINFORCE",
+    "RLOO",
+    "TextRLAlgorithm",
+]

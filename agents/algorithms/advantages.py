@@ -1,7 +1,13 @@
-"""Returns and advantages of padded episodes, as batched tensor operations (no loop over time)."""
+"""Returns and advantages of padded episodes, as batched tensor operations (no loop over time).
+
+Also the groups that group baselines need (leave-one-out REINFORCE, RLOO, GRPO): ``num_generations``
+samples of each prompt, played side by side in one rollout, so that a group is ``num_generations``
+consecutive episodes.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -45,3 +51,71 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
     y, p = target[mask], predicted[mask]
     var = y.var(unbiased=False)
     return float("nan") if var == 0 else float(1 - (y - p).var(unbiased=False) / var)
+
+
+# ------------------------------------------------------------------ groups of samples of one prompt
+
+
+def check_num_generations(num_generations: int, n_envs: int, name: str = "num_generations") -> None:
+    """Raise ValueError unless ``num_generations`` is an integer >= 2 dividing ``n_envs``, saying which
+    values would do: each rollout must hold whole groups, and a group baseline needs another sample."""
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
+        raise ValueError(
+            f"{name} must be an integer >= 2 (each sample is compared with the other samples of its "
+            f"prompt), got {num_generations!r}"
+        )
+    if n_envs % num_generations:
+        divisors = [k for k in range(2, n_envs + 1) if n_envs % k == 0]
+        raise ValueError(
+            f"{name} ({num_generations}) must divide n_envs ({n_envs}) so that each rollout holds whole "
+            f"groups of samples of a prompt: with n_envs={n_envs}, {name} may be one of {divisors}; or make "
+            f"n_envs a multiple of {num_generations}"
+        )
+
+
+def grouped_prompt_index(
+    rng: np.random.Generator, num_examples: int, n_envs: int, num_generations: int
+) -> np.ndarray:
+    """``[n_envs]`` split rows for a rollout's reset (``options={"index": ...}``): ``n_envs //
+    num_generations`` prompts drawn uniformly with replacement, each repeated ``num_generations`` times
+    in consecutive envs."""
+    prompts = rng.integers(num_examples, size=n_envs // num_generations)
+    return np.repeat(prompts, num_generations)
+
+
+def leave_one_out_baseline(returns: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """``b_i = mean_{j != i} R_j`` over the other samples of i's group (Kool et al. 2019).
+
+    :param returns: ``[N]`` one return per episode, group after group (N a multiple of ``num_generations``).
+    :return: ``[N]``.
+    """
+    grouped = returns.view(-1, num_generations)
+    return ((grouped.sum(1, keepdim=True) - grouped) / (num_generations - 1)).reshape(-1)
+
+
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def group_relative_advantages(
+    rewards: torch.Tensor, num_generations: int, scale_rewards: str
+) -> torch.Tensor:
+    """GRPO's advantages (Shao et al. 2024): ``A_i = R_i - mean_group(R)``, divided by ``std + 1e-4``.
+
+    The std (unbiased, as ``torch.std``) is the group's with ``scale_rewards="group"``, the whole
+    rollout's with ``"batch"``; ``"none"`` does not divide (Dr. GRPO, Liu et al. 2025). TRL 1.x's
+    ``scale_rewards`` values and epsilon.
+
+    :param rewards: ``[N]`` one reward per episode, group after group (N a multiple of ``num_generations``).
+    :return: ``[N]``.
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"unknown scale_rewards {scale_rewards!r}; valid: {list(SCALE_REWARDS)}")
+    grouped = rewards.view(-1, num_generations)
+    centred = (grouped - grouped.mean(1, keepdim=True)).reshape(-1)
+    if scale_rewards == "none":
+        return centred
+    if scale_rewards == "group":
+        std = grouped.std(1).repeat_interleave(num_generations)
+    else:
+        std = rewards.std()
+    return centred / (std + 1e-4)

@@ -535,6 +535,7 @@ class TextRLAlgorithm:
             "reference_state": None if self.reference_policy is None else self.reference_policy.state_dict(),
             "ep_info_buffer": list(self.ep_info_buffer),
             "attributes": {name: getattr(self, name) for name in self._state_attributes},
+            "extra": self._extra_state(),
         }
         raw_state = io.BytesIO()
         torch.save(state, raw_state)
@@ -636,4 +637,17 @@ class TextRLAlgorithm:
             reference = policy.frozen_copy()
             reference.load_state_dict(reference_state)
             model.reference_policy = reference
+        # Absent from checkpoints written before the hook: {} (what the default _extra_state writes).
+        model._load_extra_state(state.get("extra", {}))
         return model
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Learned state a subclass must checkpoint beyond the weights, the optimizer, the KL reference and
+        ``_state_attributes`` (plain values), e.g. another network's ``state_dict()``. It must be what
+        ``torch.load(weights_only=True)`` reads back: tensors, numbers, strings, None, lists, dicts.
+        Override with :meth:`_load_extra_state`; the default keeps nothing."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` returned (tensors on the CPU). :meth:`load` calls it last, on
+        the built model: policy, optimizer, reference and ``_state_attributes`` are in place."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from agents.algorithms.advantages import explained_variance, generalized_advantages, masked_mean
 from agents.algorithms.base import TextRLAlgorithm
-from agents.rollout import Trajectories
+from agents.policies.base import SequenceScores
+from agents.rollout import PaddedTrajectories, Trajectories
 
 
 class PPO(TextRLAlgorithm):
@@ -69,6 +71,7 @@ class PPO(TextRLAlgorithm):
             rewards, batch.values, mask_all, self.gamma, self.gae_lambda
         )
         prompt_lengths = self.policy.prompt_lengths(batch.prompts)
+        context = self._update_context(batch, prompt_lengths)
         n = batch.lengths.shape[0]
         # Scored as the rollout sampled (eval mode): with dropout on in the update, the ratio would be off 1
         # before any step, and clipping would act on dropout noise.
@@ -83,8 +86,8 @@ class PPO(TextRLAlgorithm):
             lengths = batch.lengths[order].cpu().numpy()
             for start in range(0, n, self.batch_size):
                 stop = start + self.batch_size
-                scores, rows = self.evaluate_episodes(
-                    batch, order[start:stop], lengths[start:stop], prompt_lengths
+                scores, rows = self._score_minibatch(
+                    batch, order[start:stop], lengths[start:stop], prompt_lengths, context
                 )
                 width = scores.log_probs.shape[1]
                 mask = mask_all[rows, :width]
@@ -132,4 +135,25 @@ class PPO(TextRLAlgorithm):
         stats["explained_variance"] = explained_variance(batch.values, returns_all, batch.mask)
         stats["early_stopped"] = float(stopped)
         stats["optimizer_steps"] = float(optimizer_steps)
+        stats.update(self._context_stats(context))
         return stats
+
+    # Hooks of a PPO variant that scores actions differently (NLPO: under a mask): what the whole update
+    # needs once, how a minibatch is scored with it, and what it adds to the logged statistics.
+
+    def _update_context(self, batch: PaddedTrajectories, prompt_lengths: torch.Tensor) -> Any:
+        return None
+
+    def _score_minibatch(
+        self,
+        batch: PaddedTrajectories,
+        rows: torch.Tensor,
+        lengths: np.ndarray,
+        prompt_lengths: torch.Tensor,
+        context: Any,
+    ) -> tuple[SequenceScores, torch.Tensor]:
+        """``(scores [B, W], rows)`` of the episodes ``rows`` (possibly reordered; ``lengths`` on the host)."""
+        return self.evaluate_episodes(batch, rows, lengths, prompt_lengths)
+
+    def _context_stats(self, context: Any) -> dict[str, float]:
+        return {}

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from agents.algorithms.advantages import masked_mean, returns_to_go
+from agents.algorithms.advantages import (
+    check_num_generations,
+    grouped_prompt_index,
+    leave_one_out_baseline,
+    masked_mean,
+    returns_to_go,
+)
 from agents.algorithms.base import TextRLAlgorithm
 from agents.rollout import Trajectories
 
@@ -17,14 +22,19 @@ BASELINES = ("none", "mean", "value", "leave_one_out")
 class REINFORCE(TextRLAlgorithm):
     """Monte-Carlo policy gradient: ``grad J = E[sum_t grad log pi(a_t|s_t) (G_t - b_t)]``.
 
-    :param baseline: ``"value"`` (default: the policy's value head, trained alongside); ``"none"``; ``"mean"`` (a running mean of the returns); ``"leave_one_out"`` (``samples_per_prompt`` samples of each prompt,
-        each baselined by the mean return of the others: Kool et al. 2019, Ahmadian et al. 2024).
-    :param samples_per_prompt: samples per prompt for ``leave_one_out`` (must divide ``n_envs``).
+    :param baseline: ``"value"`` (default: the policy's value head, trained alongside); ``"none"``; ``"mean"``
+        (a running mean of the returns); ``"leave_one_out"`` (``num_generations`` samples of each prompt,
+        each baselined by the mean return of the others: Kool et al. 2019, Ahmadian et al. 2024; see also
+        :class:`~agents.algorithms.rloo.RLOO`).
+    :param num_generations: samples per prompt for ``leave_one_out`` (>= 2, must divide ``n_envs``; TRL's
+        name, as GRPO and RLOO have it). Default 4.
+    :param samples_per_prompt: the former name of ``num_generations`` (still read, e.g. from checkpoints
+        written before the rename).
     :param baseline_momentum: the running mean's update rate for ``"mean"``.
     Other parameters: :class:`TextRLAlgorithm`.
     """
 
-    _hyperparameters = ("baseline", "samples_per_prompt", "baseline_momentum")
+    _hyperparameters = ("baseline", "num_generations", "baseline_momentum")
     _state_attributes = ("running_mean",)
 
     def __init__(
@@ -32,28 +42,45 @@ class REINFORCE(TextRLAlgorithm):
         policy: Any,
         env: Any,
         baseline: str = "value",
-        samples_per_prompt: int = 4,
+        num_generations: int | None = None,
         baseline_momentum: float = 0.1,
         learning_rate: float = 1e-4,
+        samples_per_prompt: int | None = None,
         **kwargs: Any,
     ) -> None:
         if baseline not in BASELINES:
             raise ValueError(f"unknown baseline {baseline!r}; valid: {list(BASELINES)}")
+        if samples_per_prompt is not None:
+            if num_generations is not None and num_generations != samples_per_prompt:
+                raise ValueError(
+                    f"num_generations={num_generations} and samples_per_prompt={samples_per_prompt} name the "
+                    "same setting (samples_per_prompt is its former name): give only num_generations"
+                )
+            num_generations = samples_per_prompt
+        num_generations = 4 if num_generations is None else num_generations
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
-        if baseline == "leave_one_out" and (samples_per_prompt < 2 or self.n_envs % samples_per_prompt):
-            raise ValueError(
-                f"leave_one_out needs samples_per_prompt >= 2 dividing n_envs ({self.n_envs}), got {samples_per_prompt}"
-            )
+        if baseline == "leave_one_out":
+            check_num_generations(num_generations, self.n_envs)
         self.baseline = baseline
-        self.samples_per_prompt = samples_per_prompt
+        self.num_generations = num_generations
         self.baseline_momentum = baseline_momentum
         self.running_mean = 0.0
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """The former name of :attr:`num_generations`."""
+        return self.num_generations
+
+    @samples_per_prompt.setter
+    def samples_per_prompt(self, value: int) -> None:
+        self.num_generations = value
 
     def reset_options(self) -> dict | None:
         if self.baseline != "leave_one_out":
             return None
-        prompts = self.rng.integers(self.env.num_examples, size=self.n_envs // self.samples_per_prompt)
-        return {"index": np.repeat(prompts, self.samples_per_prompt)}
+        return {
+            "index": grouped_prompt_index(self.rng, self.env.num_examples, self.n_envs, self.num_generations)
+        }
 
     def train(self, traj: Trajectories) -> dict[str, float]:
         batch = traj.unpack()
@@ -70,9 +97,8 @@ class REINFORCE(TextRLAlgorithm):
         elif self.baseline == "value":
             baseline = batch.values
         else:  # leave one out: the other samples of the same prompt, on the whole-episode return
-            total = returns[:, 0].view(-1, self.samples_per_prompt)
-            others = (total.sum(1, keepdim=True) - total) / (self.samples_per_prompt - 1)
-            baseline = (others.reshape(-1, 1) + returns - returns[:, :1]) * mask  # b_t = G_t - (G_0 - b)
+            others = leave_one_out_baseline(returns[:, 0], self.num_generations)
+            baseline = (others[:, None] + returns - returns[:, :1]) * mask  # b_t = G_t - (G_0 - b)
         advantages = (returns - baseline) * mask
 
         self.policy.eval()  # scored as the rollout sampled: dropout off in both (see PPO.train)

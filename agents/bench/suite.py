@@ -47,11 +47,14 @@ import torch
 
 import lmrl_gym  # noqa: F401  (registers the TextGen ids)
 from agents.algorithms import ALGORITHMS
+from agents.algorithms.offline.dataset import reference_trajectories
 from agents.bench.algorithms import RewardCurve, mean_std, plot_curves
 from agents.bench.machine import describe_machine
 from agents.evaluation import evaluate
 from agents.policies.transformer import TransformerPolicy
 from agents.pretrain import pretrain_subset
+from agents.rollout import Trajectories, collect_trajectories
+from lmrl_gym.vector_env import TextGenVectorEnv
 
 POLICY_SIZE: dict[str, int] = {"n_layer": 2, "n_embd": 64}
 START_SEED = 0
@@ -99,7 +102,7 @@ SUITE_TASKS: dict[str, SuiteTask] = {
     "sort": SuiteTask("TextGen-Sort-v0", start_examples=4_000),
     "addition": SuiteTask("TextGen-Addition-v0", start_examples=80_000),
     "scan-simple": SuiteTask(
-        "TextGen-SCAN-v0", {"split_name": "simple"}, start_examples=16_000, timesteps=60_000
+        "TextGen-SCAN-v0", {"split_name": "simple"}, start_examples=48_000, timesteps=60_000
     ),
     "scan-length": SuiteTask(
         "TextGen-SCAN-v0", {"split_name": "length"}, start_examples=16_000, timesteps=60_000
@@ -108,18 +111,33 @@ SUITE_TASKS: dict[str, SuiteTask] = {
     "oracle": SuiteTask("TextGen-Oracle-v0", metric="mean_reward", reward="lm", start_examples=4_000),
 }
 # Fine-tuning settings per algorithm (a pretrained start wants a small step and a small KL leash to it).
+# PPO, A2C and REINFORCE: agents.bench.algorithms' sweep on reverse; NLPO as PPO; GRPO with the 128-episode
+# rollouts (16 prompts x 8) its from-scratch test needed, its KL in the loss (beta); RLOO as REINFORCE with
+# 4 samples per prompt; the offline methods as their slow test (tests/test_offline.py) trained them.
 FINETUNE_SETTINGS: dict[str, dict[str, Any]] = {
     "ppo": {"learning_rate": 1e-4, "n_envs": 64, "kl_coef": 0.01},
     "a2c": {"learning_rate": 3e-4, "n_envs": 16, "kl_coef": 0.01},
     "reinforce": {"learning_rate": 3e-4, "n_envs": 16, "kl_coef": 0.01},
+    "nlpo": {"learning_rate": 1e-4, "n_envs": 64, "kl_coef": 0.01},
+    "grpo": {"learning_rate": 1e-4, "n_envs": 128, "num_generations": 8, "beta": 0.01},
+    "rloo": {"learning_rate": 3e-4, "n_envs": 64, "num_generations": 4, "kl_coef": 0.01},
+    "filtered_bc": {"learning_rate": 1e-3, "batch_size": 128, "keep_fraction": 0.3},
+    "ilql": {"learning_rate": 1e-3, "batch_size": 128, "q_beta": 16.0, "polyak_alpha": 0.05},
 }
 OFFLINE_ALGORITHMS = ("filtered_bc", "ilql")
-# The offline data set: this many episodes sampled from the start, plus every training reference.
+# The offline data set: this many episodes sampled from the start (a mode may set fewer), plus every
+# training reference.
 OFFLINE_EPISODES = 2048
 MODES: dict[str, dict[str, Any]] = {
     "default": {"seeds": (0, 1, 2), "budget": 1.0, "max_examples": 200, "tasks": tuple(SUITE_TASKS)},
     "quick": {"seeds": (0,), "budget": 0.25, "max_examples": 100, "tasks": tuple(SUITE_TASKS)},
-    "smoke": {"seeds": (0,), "budget": None, "max_examples": 16, "tasks": ("copy", "sort")},
+    "smoke": {
+        "seeds": (0,),
+        "budget": None,
+        "max_examples": 16,
+        "tasks": ("copy", "sort"),
+        "offline_episodes": 64,
+    },
 }
 SMOKE_TIMESTEPS = 256
 SMOKE_START_EXAMPLES = 256
@@ -188,14 +206,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     curve = RewardCurve()
     if algo in OFFLINE_ALGORITHMS:
-        data = offline_dataset(policy, env, seed)
+        data = offline_dataset(policy, env, seed, job["offline_episodes"])
         model = ALGORITHMS[algo](policy, env, dataset=data, seed=seed, device="cpu", **settings_of(algo))
         model.learn(job["offline_steps"])
-        acting = model.acting_policy() if hasattr(model, "acting_policy") else model.policy
     else:
         model = ALGORITHMS[algo](policy, env, seed=seed, device="cpu", **settings_of(algo))
         model.learn(job["timesteps"], callback=curve)
-        acting = model.policy
     seconds = time.perf_counter() - started
     return {
         "task": job["task"],
@@ -203,17 +219,22 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "seconds": seconds,
-        **{f"test_{key}": value for key, value in score(task, acting, env, job["max_examples"]).items()},
+        # model.policy acts as the algorithm does (ILQL's adds q_beta * min Q to the logits).
+        **{
+            f"test_{key}": value for key, value in score(task, model.policy, env, job["max_examples"]).items()
+        },
         "curve": [list(point) for point in curve.points],
     }
 
 
-def offline_dataset(start: TransformerPolicy, env: gym.Env, seed: int):
-    """:data:`OFFLINE_EPISODES` episodes sampled from the start on the training split, with the task's
-    references added by the offline algorithm (its ``dataset`` mixes them in)."""
-    from agents.algorithms.offline import start_rollouts
-
-    return start_rollouts(start, env, OFFLINE_EPISODES, seed)
+def offline_dataset(start: TransformerPolicy, env: gym.Env, seed: int, episodes: int) -> Trajectories:
+    """``episodes`` episodes sampled from the start on the training split, then every training reference as
+    a demonstration (rewarded by the env): the start's own mistakes beside the right answers."""
+    setup = env.unwrapped.setup
+    venv = TextGenVectorEnv(num_envs=episodes, output="torch", info_text=False, **setup.kwargs)
+    venv.reset(seed=seed)
+    rollouts = collect_trajectories(start, venv, torch.Generator().manual_seed(seed))
+    return Trajectories.concatenate([rollouts, reference_trajectories(setup, start.vocab_size)])
 
 
 # ---------------------------------------------------------------------- statistics and reporting
@@ -399,6 +420,7 @@ def run_suite(
                     "max_examples": settings["max_examples"],
                     "start_path": str(path),
                     "offline_steps": offline_steps,
+                    "offline_episodes": settings.get("offline_episodes", OFFLINE_EPISODES),
                 }
                 for algo in algos
                 for seed in seeds

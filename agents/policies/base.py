@@ -148,6 +148,18 @@ class Policy(Protocol):
         """float ``[B, T, H]``: the trunk's last hidden state at each action's state ``s_t`` (the input
         of the heads that produce ``logits_t`` and ``V(s_t)``), for algorithms that add heads (ILQL)."""
 
+    def sequence_logits(
+        self,
+        prompt_ids: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole episodes in one teacher-forced pass: next-token logits float ``[B, T, V]`` at each action's
+        state ``s_t`` (invalid ids ``-inf``) and values ``[B, T]``; what :meth:`evaluate_sequences` reduces
+        to the actions' scores, for algorithms that need the whole distribution (NLPO renormalises it over
+        a mask). Positions at or beyond a row's length hold finite logits that callers ignore."""
+
     def evaluate_sequences(
         self,
         prompt_ids: torch.Tensor,
@@ -227,6 +239,7 @@ def check_policy(policy: Any) -> None:
             "reorder",
             "select",
             "hidden_states",
+            "sequence_logits",
             "evaluate_sequences",
             "log_likelihood",
             "value_head",

@@ -627,6 +627,18 @@ class HFPolicy(nn.Module):
         _, hidden, valid, _ = self._teacher_forced(prompt_ids, tokens, lengths, prompt_lengths)
         return hidden.float() * valid[..., None]
 
+    def sequence_logits(
+        self,
+        prompt_ids: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits ``[B, T, V]`` (invalid ids ``-inf``) and values ``[B, T]`` at each action's state,
+        in one teacher-forced pass."""
+        logits, hidden, _, _ = self._teacher_forced(prompt_ids, tokens, lengths, prompt_lengths)
+        return self._mask_logits(logits), self._value(hidden)
+
     def evaluate_sequences(
         self,
         prompt_ids: torch.Tensor,

@@ -262,6 +262,41 @@ class TransformerPolicy(nn.Module):
             hidden = self.model.ln_f(hidden[:, :t])
         return hidden.float() * valid[..., None]
 
+    def sequence_logits(
+        self,
+        prompt_ids: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits ``[B, T, V]`` (invalid ids ``-inf``) and values ``[B, T]`` at each action's state,
+        in one teacher-forced forward pass (arguments as :meth:`evaluate_sequences`)."""
+        logits, values, _, _ = self._teacher_forced(prompt_ids, tokens, lengths, prompt_lengths)
+        return logits, values
+
+    def _teacher_forced(
+        self,
+        prompt_ids: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(masked logits [B, T, V], values [B, T], valid [B, T], safe tokens [B, T])``."""
+        prompt_ids = prompt_ids.to(self.device).long()
+        tokens = tokens.to(self.device).long()
+        if prompt_lengths is None:
+            prompt_lengths = self.prompt_lengths(prompt_ids)
+        t = tokens.shape[1]
+        valid = torch.arange(t, device=self.device)[None, :] < lengths.to(self.device)[:, None]
+        safe_tokens = torch.where(valid, tokens, self.tokenizer.eos_id)  # padding must not hit a -inf logit
+        # Output t is computed after action t-1, so the last action is never an input that matters: with
+        # causal attention, dropping it leaves the first t outputs unchanged and saves one position.
+        with self._autocast():
+            logits, values = self.model(
+                prompt_ids, prompt_lengths.to(self.device), safe_tokens[:, : max(t - 1, 0)]
+            )
+        return self._mask(logits[:, :t]), values[:, :t].float(), valid, safe_tokens
+
     def evaluate_sequences(
         self,
         prompt_ids: torch.Tensor,
@@ -279,24 +314,10 @@ class TransformerPolicy(nn.Module):
             others are read as context but scored 0.
         :return: :class:`SequenceScores`, each ``[B, T]``.
         """
-        prompt_ids = prompt_ids.to(self.device).long()
-        tokens = tokens.to(self.device).long()
-        if prompt_lengths is None:
-            prompt_lengths = self.prompt_lengths(prompt_ids)
-        t = tokens.shape[1]
-        valid = torch.arange(t, device=self.device)[None, :] < lengths.to(self.device)[:, None]
-        safe_tokens = torch.where(valid, tokens, self.tokenizer.eos_id)  # padding must not hit a -inf logit
-        # Output t is computed after action t-1, so the last action is never an input that matters: with
-        # causal attention, dropping it leaves the first t outputs unchanged and saves one position.
-        with self._autocast():
-            logits, values = self.model(
-                prompt_ids, prompt_lengths.to(self.device), safe_tokens[:, : max(t - 1, 0)]
-            )
+        logits, values, valid, safe_tokens = self._teacher_forced(prompt_ids, tokens, lengths, prompt_lengths)
         if agent_mask is not None:  # the partner's tokens were read above; they are not scored
             valid = valid & torch.as_tensor(agent_mask, device=self.device).bool()
-        return score_actions(
-            self._mask(logits[:, :t]), safe_tokens, values[:, :t].float(), valid, self.invalid_ids_mask
-        )
+        return score_actions(logits, safe_tokens, values, valid, self.invalid_ids_mask)
 
     def log_likelihood(
         self,
