@@ -231,6 +231,28 @@ def test_the_episode_return_buffer_survives_a_checkpoint(name, tmp_path, request
     assert loaded.ep_info_buffer == model.ep_info_buffer
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_value_trunk_gradient_decides_whether_the_value_loss_trains_the_trunk(shared, case):
+    env = case.env()
+    model = PPO(case.policy(env), env, seed=0, value_trunk_gradient=shared, **case.kwargs)
+    batch = model.collect_rollout().unpack()
+    with torch.no_grad():  # HFPolicy's head starts at zero, which would pass no gradient back either way
+        for parameter in model.policy.value_head.parameters():
+            parameter.normal_(0.0, 0.1)
+    scores = model.evaluate_rollout(batch)
+    model.optimizer.zero_grad(set_to_none=True)
+    ((scores.values - 1.0) ** 2).sum().backward()  # a value loss only
+    head = {id(p) for p in model.policy.value_head.parameters()}
+    trunk_grads = [p.grad for p in model.policy.parameters() if id(p) not in head and p.requires_grad]
+    reached = any(g is not None and bool(g.abs().sum() > 0) for g in trunk_grads)
+    assert reached is shared
+    assert all(
+        p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.policy.value_head.parameters()
+    )
+    # The logits are the same either way, and the setting travels in the checkpoint's arguments.
+    assert model._constructor_arguments()["value_trunk_gradient"] is shared
+
+
 def test_ppo_target_kl_stops_before_the_step_that_crosses_it():
     """With a tiny ``target_kl`` the first minibatch steps (the policy still equals the rollout's, KL 0) and
     the second finds the KL too large and is not applied: one optimizer step, as in Stable-Baselines3."""

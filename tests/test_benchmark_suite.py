@@ -12,7 +12,7 @@ from agents.bench.suite import (
     SUITE_TASKS,
     bootstrap_interval,
     headroom_closed,
-    ppo_gradient_steps,
+    ppo_budget,
     run_suite,
 )
 from agents.commands.bench import run_benchmark_command
@@ -39,9 +39,9 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_pairs():
     assert bootstrap_interval(few) == bootstrap_interval(few)  # a fixed generator
 
 
-def test_offline_budget_is_ppos_optimizer_steps():
+def test_offline_budget_is_ppos_episodes_and_optimizer_steps():
     # 64 episodes of 5 tokens per rollout: 10,000 tokens take 32 rollouts; each 4 epochs x 4 minibatches.
-    assert ppo_gradient_steps(10_000, 5.0) == 32 * 4 * 4
+    assert ppo_budget(10_000, 5.0) == (32 * 64, 32 * 4 * 4)
 
 
 def test_every_built_in_task_is_in_the_suite():

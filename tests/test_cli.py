@@ -107,6 +107,34 @@ def test_explicit_flags_reach_the_algorithm_after_pretraining(tmp_path: Path) ->
     assert arguments["learning_rate"] == 3e-4 and arguments["kl_coef"] == 0.0
 
 
+@pytest.mark.parametrize(
+    ("algo", "leash"),
+    [("grpo", {"beta": 0.01}), ("rloo", {"kl_coef": 0.01}), ("nlpo", {"kl_coef": 0.01}),
+     ("filtered_bc", {"kl_coef": 0.0}), ("ilql", {"kl_coef": 0.0})],
+)  # fmt: skip
+def test_train_runs_every_algorithm_after_pretraining_with_its_own_kl_term(
+    algo: str, leash: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GRPO's leash is beta (its loss), the offline algorithms have none; --timesteps counts their gradient
+    steps. ``eval`` reads back what ``train`` saved: for ILQL, the policy that acts with its Q-values."""
+    code = cli.main(
+        ["train", "--env", "TextGen-Copy-v0", "--task-kwargs", TASK_KWARGS, "--algo", algo,
+         "--pretrain-epochs", "1", "--timesteps", "32", "--n-envs", "8", "--eval-examples", "5",
+         "--eval-freq", "0", "--no-progress-bar", "--out", str(tmp_path), *TINY_MODEL]
+    )  # fmt: skip
+    assert code == 0
+    arguments = saved_arguments(tmp_path / "model.zip")
+    for key, value in leash.items():
+        assert arguments[key] == value
+    assert arguments["learning_rate"] == cli.FINETUNE_LEARNING_RATES[algo]
+    policy = tmp_path / ("policy" if algo == "ilql" else "policy.pt")
+    assert policy.exists()
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(policy), "--env", "TextGen-Copy-v0", "--task-kwargs",
+                     TASK_KWARGS, "--max-examples", "5", "--device", "cpu"]) == 0  # fmt: skip
+    assert "| bleu |" in capsys.readouterr().out
+
+
 def test_train_help_documents_the_fine_tuning_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--help"])
@@ -155,7 +183,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--algo", "dqn", "--out", "x"], "argument --algo: invalid choice: 'dqn' (choose from 'a2c', 'ppo', 'reinforce')"),
+        (["train", "--algo", "dqn", "--out", "x"], "argument --algo: invalid choice: 'dqn' (choose from 'a2c', 'filtered_bc', 'grpo', 'ilql', 'nlpo', 'ppo', 'reinforce', 'rloo')"),
         (["train", "--arch", "rnn", "--out", "x"], "argument --arch: invalid choice: 'rnn' (choose from 'causal', 'seq2seq')"),
         (["train", "--policy", "MlpPolicy", "--out", "x"], "argument --policy: must be 'transformer' (our transformer, built for the env) or 'hf:PATH_OR_NAME' (a transformers model by local folder or hub name, e.g. hf:gpt2), got 'MlpPolicy'"),
         (["train", "--policy", "hf:", "--out", "x"], "argument --policy: must be 'transformer'"),
@@ -176,7 +204,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--task", "no/such.jsonl", "--out", "x"], "cannot make TextGen-v0 with task='no/such.jsonl': [Errno 2] No such file or directory"),
         (["train", "--env", "TextGen-Copy-v0", "--env-kwargs", '{"max_new_tokens": 0}', "--out", "x"], "cannot make TextGen-Copy-v0 with max_new_tokens=0: max_new_tokens must be a positive integer"),
         (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file or folder: no/such/policy.pt"),
-        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'ppo-vs-sb3')"),
+        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'suite', 'ppo-vs-sb3')"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )  # fmt: skip

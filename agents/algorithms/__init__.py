@@ -5,6 +5,7 @@ from agents.algorithms.base import KLController, TextRLAlgorithm
 from agents.algorithms.grpo import GRPO
 from agents.algorithms.nlpo import NLPO
 from agents.algorithms.offline import ILQL, FilteredBC
+from agents.algorithms.offline.base import OfflineAlgorithm
 from agents.algorithms.ppo import PPO
 from agents.algorithms.reinforce import REINFORCE
 from agents.algorithms.rloo import RLOO
@@ -19,6 +20,10 @@ ALGORITHMS = {
     "filtered_bc": FilteredBC,
     "ilql": ILQL,
 }
+# Names of the algorithms that learn from a fixed data set (``learn`` counts gradient steps; no env steps,
+# no KL leash) and of those that act in the env.
+OFFLINE_ALGORITHMS = tuple(name for name, cls in ALGORITHMS.items() if issubclass(cls, OfflineAlgorithm))
+ONLINE_ALGORITHMS = tuple(name for name in ALGORITHMS if name not in OFFLINE_ALGORITHMS)
 
 __all__ = [
     "A2C",
@@ -28,6 +33,8 @@ __all__ = [
     "ILQL",
     "KLController",
     "NLPO",
+    "OFFLINE_ALGORITHMS",
+    "ONLINE_ALGORITHMS",
     "PPO",
     "REINFORCE",
     "RLOO",

@@ -118,6 +118,12 @@ class TextRLAlgorithm:
     :param gamma: discount (1 for text: the reward mostly comes at the end).
     :param ent_coef: entropy bonus weight; :param vf_coef: value loss weight.
     :param max_grad_norm: gradient-norm clipping.
+    :param value_trunk_gradient: whether the value loss trains the trunk the value head shares with the
+        language model (True, the default) or the value head only (False: it reads detached features). From a
+        pretrained start False keeps the critic's early, large errors out of the language model: PPO on the
+        suite's numbers start (BLEU 72.5; lr 1e-5, kl_coef 0.01, 30k tokens) ends at 41.4 BLEU with the
+        shared gradient and 72.7 without it. Needs a policy with a ``value_trunk_gradient`` attribute (both
+        built-in policies).
     :param kl_coef: weight beta of the per-token KL penalty to the reference policy (0 disables it).
     :param target_kl_penalty: None for a fixed ``kl_coef``, else the per-episode KL the adaptive
         controller aims at.
@@ -147,6 +153,7 @@ class TextRLAlgorithm:
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 1.0,
+        value_trunk_gradient: bool = True,
         kl_coef: float = 0.0,
         target_kl_penalty: float | None = None,
         reference_policy: Policy | None = None,
@@ -184,6 +191,14 @@ class TextRLAlgorithm:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if hasattr(policy, "value_trunk_gradient"):
+            policy.value_trunk_gradient = bool(value_trunk_gradient)
+        elif not value_trunk_gradient:
+            raise ValueError(
+                f"value_trunk_gradient=False needs a policy with a value_trunk_gradient attribute; "
+                f"{type(policy).__name__} has none"
+            )
+        self.value_trunk_gradient = bool(value_trunk_gradient)
         self.policy = policy
         self.env_kwargs = None if setup is None else dict(setup.kwargs)
         self.learning_rate = learning_rate
@@ -508,6 +523,7 @@ class TextRLAlgorithm:
             "ent_coef": self.ent_coef,
             "vf_coef": self.vf_coef,
             "max_grad_norm": self.max_grad_norm,
+            "value_trunk_gradient": self.value_trunk_gradient,
             "kl_coef": self.kl.coef,
             "target_kl_penalty": self.kl.target,
             "seed": self.seed,

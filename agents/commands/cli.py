@@ -47,7 +47,7 @@ from agents.package_clash import check_package_clash
 # that distribution's file (both have an agents/models).
 check_package_clash()
 
-from agents.algorithms import ALGORITHMS
+from agents.algorithms import ALGORITHMS, OFFLINE_ALGORITHMS
 from agents.callbacks import TextEvalCallback
 from agents.commands.arguments import (  # noqa: F401  (the other names: agents.cli's, before they moved)
     CLI_ENV_ARGUMENTS,
@@ -83,7 +83,19 @@ SPLITS = ("train", "validation", "test")
 # small KL leash to the start (0.1 lowered BLEU to 67.4 on this [0, 1] reward; 0.01 did not hurt).
 # A2C and REINFORCE take one gradient step per rollout where PPO takes n_epochs x n_envs / batch_size
 # (16 by default), hence their larger step.
-FINETUNE_LEARNING_RATES = {"ppo": 1e-5, "a2c": 1e-4, "reinforce": 1e-4}
+# After pretraining: PPO's from examples/finetune_from_mle.py (TextGen-v0, 2 x 128), A2C / REINFORCE from the
+# algorithms benchmark; NLPO and GRPO as PPO (clipped, several samples per prompt), RLOO as REINFORCE, the
+# offline methods at the MLE rate their tests use.
+FINETUNE_LEARNING_RATES = {
+    "ppo": 1e-5,
+    "a2c": 1e-4,
+    "reinforce": 1e-4,
+    "nlpo": 1e-5,
+    "grpo": 1e-5,
+    "rloo": 1e-4,
+    "filtered_bc": 1e-3,
+    "ilql": 1e-3,
+}
 FINETUNE_KL_COEF = 0.01
 REWARD_COLUMN = "rollout/ep_rew_mean"
 TIMESTEPS_COLUMN = "time/total_timesteps"
@@ -160,18 +172,21 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
 
 
 def rl_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``learning_rate`` and ``kl_coef`` for the algorithm: what the user passed, else the fine-tuning
-    defaults after pretraining, else the algorithm's own learning rate and no KL penalty."""
+    """``learning_rate`` and the KL leash for the algorithm: what the user passed, else the fine-tuning
+    defaults after pretraining, else the algorithm's own learning rate and no KL term. GRPO's KL term is
+    ``beta`` (in its loss); the offline algorithms have none (``--kl-coef`` is then an error, raised by
+    them)."""
     pretrained = args.pretrain_epochs > 0
     settings: dict[str, Any] = {}
     if args.learning_rate is not None:
         settings["learning_rate"] = args.learning_rate
     elif pretrained:
         settings["learning_rate"] = FINETUNE_LEARNING_RATES[args.algo]
-    if args.kl_coef is not None:
-        settings["kl_coef"] = args.kl_coef
-    else:
-        settings["kl_coef"] = FINETUNE_KL_COEF if pretrained else 0.0
+    kl = args.kl_coef if args.kl_coef is not None else (FINETUNE_KL_COEF if pretrained else 0.0)
+    if args.algo == "grpo":
+        settings["beta"] = kl
+    elif args.algo not in OFFLINE_ALGORITHMS or args.kl_coef is not None:
+        settings["kl_coef"] = kl
     return settings
 
 
@@ -244,14 +259,17 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     settings = rl_settings(args)
     print(", ".join(f"{key} {value}" for key, value in settings.items()) or "algorithm defaults", flush=True)
-    model = ALGORITHMS[args.algo](policy, env, n_envs=args.n_envs, seed=args.seed, **settings)
+    if args.algo not in OFFLINE_ALGORITHMS:
+        settings["n_envs"] = args.n_envs
+    model = ALGORITHMS[args.algo](policy, env, seed=args.seed, **settings)
     logger = configure(str(out), ["stdout", "csv"])
     model.set_logger(logger)
     validation = validation_checks(env, args.eval_freq, args.eval_examples, out)
     model.learn(args.timesteps, callback=validation, progress_bar=not args.no_progress_bar)
     logger.close()  # flushes progress.csv before it is plotted
     model.save(out / "model.zip")
-    policy_name = policy_kind_of(policy).checkpoint_name  # policy.pt, or the folder policy (HFPolicy)
+    policy = model.policy  # how the algorithm acts (ILQL's adds its Q-values to the logits)
+    policy_name = policy_kind_of(policy).checkpoint_name  # policy.pt, or a folder (HFPolicy, ILQL's policy)
     policy.save(out / policy_name)
     points = plot_learning_curve(
         out / "progress.csv", out / "learning_curve.png", f"{args.algo.upper()} on {args.env}"
@@ -275,9 +293,11 @@ def cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
-    # What train writes: a file for our transformer, a folder for a Hugging Face policy.
+    # What train writes: a file for our transformer, a folder for a Hugging Face policy or ILQL's policy.
     if checkpoint.is_file():
         kind = "transformer"
+    elif (checkpoint / "ilql_policy.json").is_file():
+        kind = "ilql"
     elif checkpoint.is_dir():
         kind = "hf"
     else:
@@ -285,14 +305,17 @@ def cmd_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     same_env = (
         "give eval the --env, --task, --task-kwargs, --tokenizer and --env-kwargs the policy was trained with"
     )
-    if kind == "hf":
+    if kind in ("hf", "ilql"):
         try:
-            policy = load_policy("hf", checkpoint, device=args.device)
+            policy = load_policy(kind, checkpoint, device=args.device)
         except HF_LOAD_ERRORS as err:
             parser.error(
                 f"argument --checkpoint: {err} (eval reads the policy folder train or HFPolicy.save writes)"
             )
-        env = make_env(parser, args, hf_env_defaults(checkpoint, policy))
+        base = getattr(policy, "base", policy)  # ILQL's acting policy wraps the language model
+        hf_folder = checkpoint if kind == "hf" else checkpoint / "policy"
+        defaults = hf_env_defaults(hf_folder, base) if hasattr(base, "num_actions") else None
+        env = make_env(parser, args, defaults)
         try:
             policy.check_env(env)
         except ValueError as err:

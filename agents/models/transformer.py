@@ -270,6 +270,9 @@ class TransformerLM(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2 / nanoGPT
         self.value_head = nn.Linear(c.n_embd, 1)
+        # False: the value head reads detached trunk features, so the value loss trains the head only (set by
+        # an algorithm's value_trunk_gradient; not part of the checkpoint).
+        self.value_trunk_gradient = True
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight"):
@@ -312,7 +315,7 @@ class TransformerLM(nn.Module):
 
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.ln_f(h)
-        return self.lm_head(h), self.value_head(h).squeeze(-1)
+        return self.lm_head(h), self.value_head(h if self.value_trunk_gradient else h.detach()).squeeze(-1)
 
     # ------------------------------------------------------------------ encoder (seq2seq)
 

@@ -154,6 +154,7 @@ class HFPolicy(nn.Module):
         self.max_prompt_tokens = None if max_prompt_tokens is None else int(max_prompt_tokens)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         hidden = self._hidden_size()
+        self.value_trunk_gradient = True  # set by an algorithm's value_trunk_gradient; not saved
         if value_head is None:
             value_head = nn.Linear(hidden, 1)
             nn.init.zeros_(value_head.weight)
@@ -322,6 +323,8 @@ class HFPolicy(nn.Module):
         return logits.masked_fill(self.invalid_ids_mask, float("-inf")) if self._masks_logits else logits
 
     def _value(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.value_trunk_gradient:  # the value loss trains the head only (see TransformerPolicy's)
+            hidden = hidden.detach()
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     def _padded_prompts(

@@ -52,6 +52,8 @@ def register_policy_kind(name: str, entry_point: str, checkpoint_name: str) -> N
 
 register_policy_kind("transformer", "agents.policies.transformer:TransformerPolicy", "policy.pt")
 register_policy_kind("hf", "agents.policies.hf:HFPolicy", "policy")
+# ILQL's acting policy: a base policy's checkpoint and the Q / V heads, in one folder.
+register_policy_kind("ilql", "agents.algorithms.offline.ilql:ILQLPolicy", "policy")
 
 
 def policy_kind_of(policy: Any) -> PolicyKind:

@@ -162,6 +162,16 @@ class TransformerPolicy(nn.Module):
         """``[..., C] -> [..., 1]`` on :meth:`hidden_states`: V(s) = ``value_head(h).squeeze(-1)``."""
         return self.model.value_head
 
+    @property
+    def value_trunk_gradient(self) -> bool:
+        """Whether the value loss's gradient reaches the trunk (True) or only the value head (False: V reads
+        detached features, as a separate critic would leave the language model alone)."""
+        return self.model.value_trunk_gradient
+
+    @value_trunk_gradient.setter
+    def value_trunk_gradient(self, value: bool) -> None:
+        self.model.value_trunk_gradient = bool(value)
+
     def _autocast(self):
         if self.bf16_autocast and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)

@@ -45,7 +45,7 @@ from agents.algorithms.advantages import masked_mean
 from agents.algorithms.offline.base import OfflineAlgorithm
 from agents.devices import resolve_device
 from agents.policies.base import Policy, SequenceScores, check_policy, score_actions
-from agents.policies.registry import load_policy, policy_kind_of, register_policy_kind
+from agents.policies.registry import load_policy, policy_kind_of
 from agents.rollout import PaddedTrajectories
 from lmrl_gym.atomic_file import atomic_directory
 
@@ -393,9 +393,6 @@ class ILQLPolicy(nn.Module):
         except (OSError, RuntimeError) as err:
             raise ValueError(f"{path} holds unreadable ILQL heads: {err}") from err
         return cls(base, heads, q_beta=meta["q_beta"])
-
-
-register_policy_kind("ilql", f"{__name__}:ILQLPolicy", checkpoint_name="policy")
 
 
 def hidden_size_of(policy: Policy) -> int:
