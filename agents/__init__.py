@@ -11,7 +11,7 @@ from agents.package_clash import check_package_clash
 
 check_package_clash()
 
-from agents.algorithms import A2C, PPO, REINFORCE
+from agents.algorithms import A2C, GRPO, ILQL, NLPO, PPO, REINFORCE, RLOO, FilteredBC
 from agents.evaluation import evaluate, format_evaluation
 from agents.generate import decode
 from agents.irl import IRL
@@ -21,8 +21,13 @@ from agents.pretrain import pretrain
 
 __all__ = [
     "A2C",
+    "GRPO",
+    "ILQL",
     "IRL",
+    "NLPO",
     "PPO",
+    "RLOO",
+    "FilteredBC",
     "Policy",
     "REINFORCE",
     "TransformerConfig",
