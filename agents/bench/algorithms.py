@@ -240,8 +240,12 @@ def plot_curves(results: dict[str, Any], png_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = results["config"]["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    columns = min(len(tasks), 4)  # wrapped into rows of four panels
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
         for algo in results["config"]["algos"]:
             curves = [r["curve"] for r in results["runs"] if r["task"] == task and r["algo"] == algo]
             steps, mean, std = mean_curve(curves)

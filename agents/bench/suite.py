@@ -302,6 +302,12 @@ def format_results(results: dict[str, Any]) -> str:
     for algo in algos:
         s = results["summary"][algo]
         lines.append(f"| {algo} | {s['mean']:.1f} | [{s['low']:.1f}, {s['high']:.1f}] | {s['pairs']} |")
+    lines += [
+        "",
+        "Every task at a glance (test metric, mean over seeds; the tables below give the spread):",
+        "",
+    ]
+    lines += format_overview(results)
     for name in config["tasks"]:
         spec = config["task_specs"][name]
         start = results["start"][name]
@@ -333,6 +339,24 @@ def format_results(results: dict[str, Any]) -> str:
                 f"{mean_std([r['seconds'] for r in runs], 1)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def format_overview(results: dict[str, Any]) -> list[str]:
+    """One markdown table, a row per policy (the MLE start, then each algorithm) and a column per task: the
+    test metric's mean over seeds."""
+    config = results["config"]
+    tasks = config["tasks"]
+    lines = ["| policy | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    lines.append(
+        "| MLE start | " + " | ".join(f"{results['start'][t]['test_metric']:.3f}" for t in tasks) + " |"
+    )
+    for algo in config["algos"]:
+        cells = []
+        for task in tasks:
+            values = [r["test_metric"] for r in results["runs"] if r["task"] == task and r["algo"] == algo]
+            cells.append(f"{np.mean(values):.3f}" if values else "—")
+        lines.append(f"| {algo} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------------- the run
