@@ -231,7 +231,7 @@ def mean_curve(curves: list[list[list[float]]]) -> tuple[np.ndarray, np.ndarray,
     return steps, values.mean(axis=0), values.std(axis=0)
 
 
-def plot_curves(results: dict[str, Any], png_path: Path) -> None:
+def plot_curves(results: dict[str, Any], png_path: Path, dpi: int = 100) -> None:
     """``learning_curves.png``: one panel per task, one line (mean ± std band over seeds) per algorithm."""
     # Agg: no display is needed, and it must be chosen before pyplot is imported.
     import matplotlib
@@ -259,7 +259,7 @@ def plot_curves(results: dict[str, Any], png_path: Path) -> None:
         if ax.has_data():
             ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    fig.savefig(png_path, dpi=dpi)
     plt.close(fig)
 
 
