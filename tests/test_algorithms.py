@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import lmrl_gym  # noqa: F401
 from agents import TransformerPolicy, evaluate, pretrain
-from agents.algorithms import A2C, ALGORITHMS, PPO, REINFORCE
+from agents.algorithms import A2C, ALGORITHMS, OFFLINE_ALGORITHMS, PPO, REINFORCE
 
 SMALL_COPY = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
 TINY = {"policy_kwargs": {"n_layer": 1, "n_embd": 32}, "n_envs": 8, "device": "cpu"}
@@ -76,6 +76,12 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("test_non_finite_loss_stops_with_the_quantity_and_update_number", "filtered_bc"): "offline: 16 updates",
     ("test_non_finite_loss_stops_with_the_quantity_and_update_number", "ilql"): "offline: 16 updates",
 }
+
+
+def budget(name: str, timesteps: int) -> int:
+    """What ``learn`` gets in the shared tests: env steps for an online algorithm; for an offline one, which
+    counts gradient steps, a sixteenth (the online algorithms take one to a few updates per 64-128 steps)."""
+    return max(4, timesteps // 16) if name in OFFLINE_ALGORITHMS else timesteps
 
 
 def kwargs_of(name: str, **base: Any) -> dict[str, Any]:
@@ -142,8 +148,8 @@ def test_learn_predict_save_load_round_trip(name, case, tmp_path, request):
     skip_if_not_applicable(request, name)
     cls = ALGORITHMS[name]
     env = case.env()
-    model = cls(case.policy(env), env, seed=0, **kwargs_of(name, **case.kwargs)).learn(64)
-    assert model.num_timesteps >= 64
+    model = cls(case.policy(env), env, seed=0, **kwargs_of(name, **case.kwargs)).learn(budget(name, 64))
+    assert model.num_timesteps >= budget(name, 64)
     obs, _ = env.reset(seed=0)
     action, state = model.predict(obs, deterministic=True)
     assert state is None and env.action_space.contains(int(action))
@@ -170,20 +176,20 @@ def test_resuming_from_a_checkpoint_equals_never_stopping(name, case, tmp_path, 
     straight = cls(case.policy(env), env, **kwargs)
     initial = copy.deepcopy(straight.policy.state_dict())
     torch.manual_seed(0)  # the global generator's state must not matter (a resumed run is a new process)
-    straight.learn(96).learn(96, reset_num_timesteps=False)
+    straight.learn(budget(name, 96)).learn(budget(name, 96), reset_num_timesteps=False)
 
     env = case.env()
     first = cls(case.policy(env), env, **kwargs)
     first.policy.load_state_dict(initial)
     torch.manual_seed(1)
-    first.learn(96)
+    first.learn(budget(name, 96))
     first.save(tmp_path / "half.zip")
     resumed = cls.load(tmp_path / "half.zip", env=case.env(), device="cpu")
     if LEASH.get(name, {}) is not None:
         reference = first.reference_policy.state_dict()
         assert reference.keys() == resumed.reference_policy.state_dict().keys()
         assert all(torch.equal(v, resumed.reference_policy.state_dict()[k]) for k, v in reference.items())
-    resumed.learn(96, reset_num_timesteps=False)
+    resumed.learn(budget(name, 96), reset_num_timesteps=False)
     assert resumed.num_timesteps == straight.num_timesteps
     for a, b in zip(parameters(straight), parameters(resumed), strict=True):
         assert torch.equal(a, b)
@@ -198,7 +204,9 @@ def test_same_seed_gives_identical_results(name, case, request):
     for _ in range(2):
         torch.manual_seed(0)  # the policy's initial weights
         env = case.env()
-        model = ALGORITHMS[name](case.policy(env), env, seed=7, **kwargs_of(name, **case.kwargs)).learn(128)
+        model = ALGORITHMS[name](case.policy(env), env, seed=7, **kwargs_of(name, **case.kwargs)).learn(
+            budget(name, 128)
+        )
         runs.append((parameters(model), list(model.ep_info_buffer)))
     assert runs[0][1] == runs[1][1]
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
@@ -464,7 +472,9 @@ def test_load_without_env_predicts_and_learns_after_set_env(name, case, tmp_path
     skip_if_not_applicable(request, name)
     cls = ALGORITHMS[name]
     env = case.env()
-    model = cls(case.policy(env), env, seed=4, **kwargs_of(name, **leash_of(name), **case.kwargs)).learn(64)
+    model = cls(case.policy(env), env, seed=4, **kwargs_of(name, **leash_of(name), **case.kwargs)).learn(
+        budget(name, 64)
+    )
     model.save(tmp_path / "model.zip")
     obs, _ = case.env().reset(seed=0)
 
@@ -472,12 +482,12 @@ def test_load_without_env_predicts_and_learns_after_set_env(name, case, tmp_path
     assert loaded.get_env() is None
     assert loaded.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
     with pytest.raises(RuntimeError, match=f"{cls.__name__}.learn needs an environment.*set_env"):
-        loaded.learn(64, reset_num_timesteps=False)
+        loaded.learn(budget(name, 64), reset_num_timesteps=False)
     # set_env then resumes as load(path, env=...) would, to the last bit.
     loaded.set_env(case.env())
-    loaded.learn(64, reset_num_timesteps=False)
+    loaded.learn(budget(name, 64), reset_num_timesteps=False)
     with_env = cls.load(tmp_path / "model.zip", env=case.env(), device="cpu").learn(
-        64, reset_num_timesteps=False
+        budget(name, 64), reset_num_timesteps=False
     )
     for a, b in zip(parameters(loaded), parameters(with_env), strict=True):
         assert torch.equal(a, b)
