@@ -38,6 +38,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from agents.sampling import KeyedSampler, seed_from_generator
+
 __all__ = [
     "DEFAULT_LENGTH_PENALTY",
     "DecodeOutput",
@@ -194,14 +196,14 @@ def _decode_rows(
     prompt_lengths: torch.Tensor,
     *,
     rows_per_prompt: int,
-    choose: Callable[[torch.Tensor], torch.Tensor],
+    choose: Callable[[torch.Tensor, int], torch.Tensor],
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
     invalid_ids: Sequence[int],
 ) -> DecodeOutput:
-    """Decode ``rows_per_prompt`` independent rows per prompt; ``choose`` maps masked logits
-    ``[rows, vocab]`` to the next ids ``[rows]``. Shared by greedy decoding and sampling."""
+    """Decode ``rows_per_prompt`` independent rows per prompt; ``choose(masked logits [rows, vocab], step)``
+    gives the next ids ``[rows]``. Shared by greedy decoding and sampling."""
     batch, device = prompt_ids.shape[0], prompt_ids.device
     logits, state = model.start(prompt_ids, prompt_lengths)
     invalid = _invalid_mask(invalid_ids, eos_id, logits.shape[-1], device)
@@ -218,7 +220,7 @@ def _decode_rows(
     log_prob = torch.zeros(rows, dtype=torch.promote_types(logits.dtype, torch.float32), device=device)
     for t in range(max_new_tokens):
         masked = _masked_logits(logits, invalid)
-        next_ids = choose(masked)
+        next_ids = choose(masked, t)
         token_log_prob = torch.log_softmax(masked, dim=-1).gather(1, next_ids[:, None]).squeeze(1)
         active = ~finished
         log_prob = log_prob + torch.where(active, token_log_prob, 0.0)
@@ -271,7 +273,7 @@ def greedy_decode(
         prompt_ids,
         prompt_lengths,
         rows_per_prompt=1,
-        choose=lambda logits: logits.argmax(dim=-1),
+        choose=lambda logits, step: logits.argmax(dim=-1),
         max_new_tokens=max_new_tokens,
         eos_id=eos_id,
         pad_id=pad_id,
@@ -293,8 +295,15 @@ def sample_decode(
     top_p: float | None = None,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
+    row_keys: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Ancestral sampling, ``num_samples`` independent samples per prompt.
+
+    Draws with :mod:`agents.sampling`: sample ``j`` of prompt ``i`` takes at step ``t`` the uniform keyed
+    by ``(seed, 0, row_keys[i] * num_samples + j, t)``, so a prompt's samples do not depend on the other
+    prompts of the batch (give each prompt a stable key, e.g. its example index, to make them independent
+    of batching too).
 
     The sampling distribution at each step is built from the masked logits in this order: divide by
     ``temperature``, keep the ``top_k`` best ids, then keep the nucleus of mass ``top_p`` of what is left.
@@ -314,7 +323,10 @@ def sample_decode(
     :param top_p: if given (in ``(0, 1]``), sample only from the smallest set of most likely ids whose
         probability mass reaches ``top_p``.
     :param num_samples: samples per prompt (``>= 1``).
-    :param generator: random generator (on the prompts' device) for reproducible samples.
+    :param generator: where the seed comes from when ``seed`` is not given (one draw); with neither, from
+        torch's global generator.
+    :param seed: the sampling seed (reproducible samples).
+    :param row_keys: int64 ``[batch]``, each prompt's key (default: its row, ``0 .. batch - 1``).
     :return: a :class:`DecodeOutput` with ``n = num_samples`` in drawing order (not sorted).
     """
     _check_common(prompt_ids, prompt_lengths, max_new_tokens)
@@ -327,9 +339,20 @@ def sample_decode(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
-    def choose(logits: torch.Tensor) -> torch.Tensor:
-        logits = _top_p_filter(_top_k_filter(logits / temperature, top_k), top_p)
-        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    if seed is None:
+        seed = seed_from_generator(generator if generator is not None else torch.default_generator)
+    batch = prompt_ids.shape[0]
+    if row_keys is None:
+        row_keys = torch.arange(batch, device=prompt_ids.device)
+    elif tuple(row_keys.shape) != (batch,):
+        raise ValueError(f"row_keys must have shape [batch] = [{batch}], got {list(row_keys.shape)}")
+    keys = row_keys.to(prompt_ids.device).long()[:, None] * num_samples + torch.arange(
+        num_samples, device=prompt_ids.device
+    )
+    sampler = KeyedSampler(seed, 0, keys.reshape(-1), max_new_tokens)
+
+    def choose(logits: torch.Tensor, step: int) -> torch.Tensor:
+        return sampler.sample(_top_p_filter(_top_k_filter(logits / temperature, top_k), top_p), step)
 
     return _decode_rows(
         model,

@@ -156,7 +156,6 @@ def evaluate(
     data = setup.data if split == setup.split else EnvSetup(split=split, **setup.kwargs).data
     count = len(data) if max_examples is None else min(max_examples, len(data))
     tok = policy.tokenizer
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
     totals: dict[str, Any] = {"stats": [], "exact": 0.0, "reward": 0.0, "lm": 0.0}
     all_tokens, all_lengths = [], []
     # Prompt-only data (no references): the reference metrics do not exist; the reward still does.
@@ -176,7 +175,8 @@ def evaluate(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
-            generator=generator,
+            seed=seed,
+            row_keys=rows.to(policy.device),  # an example's samples do not depend on batch_size
         )
         tokens, lengths = out.tokens[:, 0], out.lengths[:, 0]
         if has_references and not setup.is_hf:

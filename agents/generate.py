@@ -25,8 +25,12 @@ def decode_ids(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     max_new_tokens: int | None = None,
+    seed: int | None = None,
+    row_keys: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Decode right-padded prompt ids ``[B, P]``; see :mod:`agents.decoding` for the output layout.
+
+    ``generator``, ``seed`` and ``row_keys`` are :func:`~agents.decoding.sample_decode`'s (sampling only).
 
     :param max_new_tokens: default: the policy's (the env's width it was built for or checked against).
     """
@@ -52,14 +56,14 @@ def decode_ids(
     policy.eval()
     try:
         return _decode(policy, prompt_ids, lengths, method, common, beam_size, length_penalty, num_return,
-                       temperature, top_k, top_p, generator)  # fmt: skip
+                       temperature, top_k, top_p, generator, seed, row_keys)  # fmt: skip
     finally:
         policy.train(was_training)
 
 
 def _decode(
     policy, prompt_ids, lengths, method, common, beam_size, length_penalty, num_return, temperature, top_k,
-    top_p, generator,
+    top_p, generator, seed, row_keys,
 ) -> DecodeOutput:  # fmt: skip
     with torch.no_grad():
         if method == "greedy":
@@ -74,6 +78,8 @@ def _decode(
                 top_p=top_p,
                 num_samples=num_return,
                 generator=generator,
+                seed=seed,
+                row_keys=row_keys,
                 **common,
             )
         return beam_search(
@@ -129,9 +135,6 @@ def decode(
     """
     single = isinstance(prompts, str)
     prompt_list = [prompts] if single else list(prompts)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
     out = decode_ids(
         policy,
         encode_prompts(policy, prompt_list),
@@ -142,7 +145,7 @@ def decode(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        generator=generator,
+        seed=seed,
         max_new_tokens=max_new_tokens,
     )
     tok = policy.tokenizer

@@ -10,6 +10,7 @@ from typing import Protocol
 import torch
 
 from agents.policies.base import Policy
+from agents.sampling import KeyedSampler, seed_from_generator
 from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.vector_env import TextGenVectorEnv
 
@@ -395,9 +396,12 @@ def _pack_rewards(
 def collect_trajectories(
     policy: Policy,
     venv: TextGenVectorEnv,
-    generator: torch.Generator,
+    seed: int | torch.Generator,
     reset_options: dict | None = None,
     logits_processor: LogitsProcessor | None = None,
+    *,
+    stream: int = 0,
+    env_offset: int = 0,
 ) -> Trajectories:
     """Play one episode in each of the ``venv.num_envs`` envs, all in lock-step, sampling from ``policy``.
 
@@ -406,12 +410,19 @@ def collect_trajectories(
     ignored) with an invalid action: like eos it ends the autoreset episode at once, so the env starts the
     same episodes later, but it is not scored (no reward computation for padding). Whenever at most half
     the rows the cache holds are still playing, the cache drops the ended ones (``policy.select``), so late
-    steps cost what the remaining rows cost; the samples are those the full batch would have drawn.
+    steps cost what the remaining rows cost.
+
+    Sampling is :mod:`agents.sampling`'s: env ``i``'s token at step ``t`` inverts its distribution at the
+    uniform keyed by ``(seed, stream, env_offset + i, t)``, so an episode's tokens do not depend on the
+    other rows of the batch (nor on which rows the cache dropped, nor on how many processes share the
+    envs: ``env_offset`` is the first env's global index).
 
     :param policy: any :class:`~agents.policies.base.Policy`.
-
     :param venv: a ``TextGenVectorEnv`` with ``output="torch"`` on the policy's device.
-    :param generator: the sampling generator (on the policy's device).
+    :param seed: the run's sampling seed; a ``torch.Generator`` instead gives a fresh seed drawn from it
+        (so that successive calls with one generator differ, as they did when it drew the samples).
+    :param stream: this rollout's number within the run (an algorithm counts its rollouts).
+    :param env_offset: the global index of ``venv``'s first env.
     :param reset_options: passed to ``venv.reset`` (e.g. ``{"index": rows}`` for grouped prompts).
     :param logits_processor: optional :class:`LogitsProcessor`: actions are sampled from its logits, the
         stored log-probs are those of that distribution (the PPO ratio's old policy), and its per-step
@@ -438,22 +449,27 @@ def collect_trajectories(
     logits, state = policy.start(prompts)
     if logits_processor is not None:
         logits_processor.start(prompts)
+    if isinstance(seed, torch.Generator):
+        seed = seed_from_generator(seed)
+    sampler = KeyedSampler(seed, stream, env_offset + torch.arange(n, device=dev), width)
     for t in range(width):
         if logits_processor is not None:
             logits, record = logits_processor.process(logits)
-        log_p, step_values = torch.log_softmax(logits, dim=-1), state.values
-        if live.shape[0] < n:
-            # Sample all n rows as if none had been dropped: multinomial draws a row's random numbers
-            # whatever the other rows hold, so the playing rows get the samples they would have got.
-            log_p = torch.zeros(n, log_p.shape[1], device=dev).index_copy_(0, live, log_p)
+        log_p = torch.log_softmax(logits, dim=-1)
+        dropped = live.shape[0] < n
+        # Only the rows the cache holds are sampled: each row's uniform is its own, whatever the others do.
+        action = sampler.sample_probs(log_p.exp(), t, live if dropped else None)
+        action_log_p, step_values = log_p.gather(1, action[:, None]).squeeze(1), state.values
+        if dropped:
+            action = torch.full((n,), ended_action, device=dev).index_copy_(0, live, action)
+            action_log_p = torch.zeros(n, device=dev).index_copy_(0, live, action_log_p)
             step_values = torch.zeros(n, device=dev).index_copy_(0, live, step_values)
-        action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1)
         if logits_processor is not None:
             if extra is None:
                 extra = torch.zeros(n, width, dtype=record.dtype, device=dev)
             extra[live, t] = torch.where(active[live], record, torch.zeros_like(record))
         tokens[:, t] = torch.where(active, action, tokens[:, t])
-        log_probs[:, t] = torch.where(active, log_p.gather(1, action[:, None]).squeeze(1), 0.0)
+        log_probs[:, t] = torch.where(active, action_log_p, 0.0)
         values[:, t] = torch.where(active, step_values, 0.0)
         reward, terminated, truncated = venv.step_tensors(torch.where(active, action, ended_action))
         rewards[:, t] = torch.where(active, reward.to(dev, torch.float32), 0.0)

@@ -171,7 +171,9 @@ def test_resuming_from_a_checkpoint_equals_never_stopping(name, case, tmp_path, 
     """With the KL leash on: the reference policy travels in the checkpoint too."""
     skip_if_not_applicable(request, name)
     cls = ALGORITHMS[name]
-    kwargs = kwargs_of(name, seed=3, **leash_of(name), **case.kwargs)
+    # Seed 4: GRPO on the random hf-gpt2 earns no reward at all (no advantage, no update) with some seeds
+    # (3, 5-9 with the keyed sampler); this one gives its groups rewards that differ.
+    kwargs = kwargs_of(name, seed=4, **leash_of(name), **case.kwargs)
     env = case.env()
     straight = cls(case.policy(env), env, **kwargs)
     initial = copy.deepcopy(straight.policy.state_dict())

@@ -10,6 +10,7 @@ from agents import TransformerPolicy
 from agents.algorithms import PPO
 from agents.algorithms.base import length_groups
 from agents.rollout import Trajectories, collect_trajectories
+from agents.sampling import keyed_uniforms, sample_with_uniforms
 from lmrl_gym.vector_env import TextGenVectorEnv
 
 SMALL_COPY = {"task_kwargs": {"num_symbols": 6, "min_length": 3, "max_length": 3}}
@@ -129,8 +130,9 @@ def test_a_rollout_keeps_the_env_prompt_table_not_copies_of_prompts():
     assert traj.nbytes == traj.num_steps * 7 + 16 * per_episode
 
 
-def reference_rollout(policy, venv, generator):
-    """The plain lock-step rollout: every row stays in the cache and ended rows get eos."""
+def reference_rollout(policy, venv, seed, stream):
+    """The plain lock-step rollout: every row stays in the cache, ended rows get eos, and every row draws
+    at every step with the uniform keyed by (seed, stream, row, step)."""
     obs, _ = venv.reset()
     n, width = venv.num_envs, venv.setup.max_new_tokens
     eos = policy.tokenizer.eos_id
@@ -140,7 +142,8 @@ def reference_rollout(policy, venv, generator):
     logits, state = policy.start(obs["prompt_ids"].long())
     for t in range(width):
         log_p = torch.log_softmax(logits, -1)
-        action = torch.where(active, torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1), eos)
+        uniforms = keyed_uniforms(seed, stream, torch.arange(n), t)
+        action = torch.where(active, sample_with_uniforms(log_p.exp(), uniforms), eos)
         tokens[:, t] = torch.where(active, action, tokens[:, t])
         log_probs[:, t] = torch.where(active, log_p.gather(1, action[:, None]).squeeze(1), 0.0)
         values[:, t] = torch.where(active, state.values, 0.0)
@@ -162,10 +165,9 @@ def test_dropping_ended_rows_changes_no_sample_and_no_later_example():
     ours, theirs = TextGenVectorEnv(num_envs=16, **env_kwargs), TextGenVectorEnv(num_envs=16, **env_kwargs)
     ours.reset(seed=5)
     theirs.reset(seed=5)
-    g_ours, g_theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    for _ in range(3):  # later rollouts start from the env state the ended rows left behind
-        traj = collect_trajectories(policy, ours, g_ours)
-        tokens, lengths, log_probs, values, rewards = reference_rollout(policy, theirs, g_theirs)
+    for stream in range(3):  # later rollouts start from the env state the ended rows left behind
+        traj = collect_trajectories(policy, ours, 1, stream=stream)
+        tokens, lengths, log_probs, values, rewards = reference_rollout(policy, theirs, 1, stream)
         width = traj.width
         assert torch.equal(traj.lengths, lengths) and len(set(lengths.tolist())) > 3
         assert torch.equal(traj.tokens, tokens[:, :width].int())

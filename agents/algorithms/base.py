@@ -30,6 +30,7 @@ from agents.policies.base import Policy, SequenceScores, check_policy, env_setup
 from agents.policies.registry import load_policy, policy_kind_of
 from agents.policies.transformer import TransformerPolicy
 from agents.rollout import PaddedTrajectories, Trajectories, collect_trajectories
+from agents.sampling import sample_logits
 from lmrl_gym.atomic_file import atomic_path
 from lmrl_gym.vector_env import TextGenVectorEnv
 
@@ -223,6 +224,9 @@ class TextRLAlgorithm:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0 if seed is None else seed)
         self.rng = np.random.default_rng(seed)
+        # Rollout noise is keyed by (sampling seed, rollout number, env index, step): see agents.sampling.
+        self._sampling_seed = int(self.rng.integers(2**62)) if seed is None else int(seed)
+        self._n_rollouts = 0
         self.env = None if env is None else self._make_env()
         self.num_timesteps = 0
         self._n_updates = 0
@@ -288,7 +292,14 @@ class TextRLAlgorithm:
         if not self._env_seeded:
             self.env.reset(seed=self.seed)
             self._env_seeded = True
-        return collect_trajectories(self.policy, self.env, self.generator, self.reset_options())
+        return collect_trajectories(
+            self.policy, self.env, self._sampling_seed, self.reset_options(), stream=self._next_rollout()
+        )
+
+    def _next_rollout(self) -> int:
+        """This rollout's number (the sampling noise's stream), counting it."""
+        self._n_rollouts += 1
+        return self._n_rollouts - 1
 
     def reset_options(self) -> dict | None:
         """Options for the env reset of a rollout (leave-one-out REINFORCE groups prompts)."""
@@ -509,7 +520,8 @@ class TextRLAlgorithm:
             if deterministic:
                 actions = logits.argmax(-1)
             else:
-                actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(1)
+                uniforms = torch.rand(logits.shape[0], generator=self.generator, device=self.device)
+                actions = sample_logits(logits, uniforms)
         actions = actions.cpu().numpy()
         return (actions[0] if single else actions), None
 
@@ -543,6 +555,7 @@ class TextRLAlgorithm:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "sampling": {"seed": self._sampling_seed, "rollouts": self._n_rollouts},
             "rng": self.rng.bit_generator.state,
             "num_timesteps": self.num_timesteps,
             "n_updates": self._n_updates,
@@ -632,6 +645,9 @@ class TextRLAlgorithm:
         model.tensorboard_log = tensorboard_log
         model.optimizer.load_state_dict(state["optimizer"])
         model.generator.set_state(state["generator"])
+        # Checkpoints from before keyed sampling resume with the seed's own key and a fresh count.
+        sampling = state.get("sampling", {"seed": model._sampling_seed, "rollouts": 0})
+        model._sampling_seed, model._n_rollouts = sampling["seed"], sampling["rollouts"]
         model.rng.bit_generator.state = state["rng"]
         model.num_timesteps = state["num_timesteps"]
         model._n_updates = state["n_updates"]

@@ -202,7 +202,14 @@ class NLPO(PPO):
             self._env_seeded = True
         self.ensure_masking_policy()
         mask = TopPMask(self.masking_policy, self.top_mask, self.min_tokens_to_keep)
-        return collect_trajectories(self.policy, self.env, self.generator, self.reset_options(), mask)
+        return collect_trajectories(
+            self.policy,
+            self.env,
+            self._sampling_seed,
+            self.reset_options(),
+            mask,
+            stream=self._next_rollout(),
+        )
 
     @torch.no_grad()
     def action_masks(

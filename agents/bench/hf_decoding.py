@@ -5,12 +5,12 @@ very same ``transformers`` model, as tokens/s and their ratio measured in one ru
     lmrl-gym bench decoding --hf-size 6x512    (a random GPT-2 built locally: nothing is downloaded)
 
 Both sides get the same model, the same batch of prompts (random token ids, lengths drawn between half and
-all of ``--prompt-tokens``), the same sampling settings (plain multinomial sampling from the softmax in
-float32: temperature 1, no top-k, no top-p) and exactly ``--new-tokens`` new tokens per row:
+all of ``--prompt-tokens``), the same sampling distribution (the softmax in float32: temperature 1, no
+top-k, no top-p; each side draws with its own sampler) and exactly ``--new-tokens`` new tokens per row:
 
 - **ours**: the per-token work of a rollout (``agents.rollout.collect_trajectories`` without the env):
-  ``policy.start`` on the env-style right-padded prompts, then per token ``log_softmax``, one
-  ``torch.multinomial`` draw, the drawn token's log-prob and the state's value stored, ``policy.step``. So
+  ``policy.start`` on the env-style right-padded prompts, then per token ``log_softmax``, one draw
+  of the project's inverse-CDF sampler (:mod:`agents.sampling`), the drawn token's log-prob and the state's value stored, ``policy.step``. So
   ours returns log-probs and values as well as tokens, which ``generate`` does not.
 - **generate**: ``model.generate(input_ids, attention_mask, do_sample=True, top_k=0, top_p=1.0,
   temperature=1.0, max_new_tokens=N, min_new_tokens=N)`` on the same prompts left-padded (as
@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from agents.bench.machine import describe_machine
+from agents.sampling import KeyedSampler, seed_from_generator
 
 SIZES = {"tiny": (2, 64, 2)}  # the tests' GPT-2 (agents.hf_tiny.build_gpt2's defaults)
 HEAD_WIDTH = 64  # GPT-2's own: n_head = n_embd // 64 unless a size names it
@@ -162,13 +163,15 @@ def sample_ours(
     tokens = torch.zeros(b, new_tokens, dtype=torch.long, device=dev)
     log_probs = torch.zeros(b, new_tokens, device=dev)
     values = torch.zeros(b, new_tokens, device=dev)
+    if generator is not None:
+        sampler = KeyedSampler(seed_from_generator(generator), 0, torch.arange(b, device=dev), new_tokens)
     logits, state = policy.start(prompts, lengths)
     for t in range(new_tokens):
         log_p = torch.log_softmax(logits.masked_fill(eos, float("-inf")), -1)
         if generator is None:
             action = log_p.argmax(-1)
         else:
-            action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1)
+            action = sampler.sample_probs(log_p.exp(), t)
         tokens[:, t] = action
         log_probs[:, t] = log_p.gather(1, action[:, None]).squeeze(1)
         values[:, t] = state.values
@@ -317,7 +320,7 @@ def format_report(result: dict[str, Any], settings: dict[str, Any]) -> str:
             "",
             "| decoding (same model, prompts, sampling, lengths) | new tokens/s | ours is |",
             "|---|---:|---:|",
-            f"| ours: HFPolicy start/step + multinomial, with log-probs and values | "
+            f"| ours: HFPolicy start/step + inverse-CDF sampling, with log-probs and values | "
             f"{r['ours_tokens_per_s']:,.0f} | {r['ratio']:.2f}x ({low:.2f}-{high:.2f}x per repeat) |",
             f"| transformers `model.generate(do_sample=True)` | {r['generate_tokens_per_s']:,.0f} | 1.00x |",
         ]

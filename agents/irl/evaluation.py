@@ -154,12 +154,11 @@ def oracle_nll_of_samples(
     rows = np.random.default_rng(seed).integers(len(examples), size=n)
     prompts = [examples[i].prompt for i in rows]
     longest_prompt = max(len(p.split()) for p in prompts)
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
     out = decode_ids(
         policy,
         encode_prompts(policy, prompts),
         method="sample",
-        generator=generator,
+        seed=seed,
         max_new_tokens=task.oracle.max_length - longest_prompt,
     )
     tokens, lengths = out.tokens[:, 0].cpu(), out.lengths[:, 0].cpu()
