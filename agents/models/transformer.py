@@ -98,18 +98,43 @@ class Attention(nn.Module):
         values: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:param x: queries' input ``[B, Tq, C]``.
-        :param mask: bool ``[B, 1, Tq, Tk]``, True where a query may attend to a key.
+        :param mask: bool ``[B, 1, Tq, Tk]``, True where a query may attend to a key; or, for one query per
+            row (a decode step, ``Tq = 1``), the additive float bias ``[B, 1, 1, Tk]`` (0 or -inf).
         :param keys: / :param values: ``[B, H, Tk, D]``; None = computed from ``x`` (self-attention).
         :return: ``[B, Tq, C]``.
         """
         q = self.split_heads(self.query(x))
         if keys is None:
             keys, values = self.keys_values(x)
-        y = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        if mask.dtype != torch.bool:
+            y = one_query_attention(q, keys, values, mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
         b, _, t, _ = y.shape
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, -1)))
+
+
+def one_query_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one query per row, ``q [B, H, 1, D]``, over ``keys`` / ``values`` ``[B, H, S, D]`` (views
+    into the KV cache's buffers: strided, read in place), with the additive ``bias [B, 1, 1, S]``.
+
+    A decode step's attention: two batched matrix products. ``scaled_dot_product_attention`` costs ~3x
+    more here on CPU (1.9 ms vs 0.7 ms for B 256, 4 heads of 32, 48 keys, one thread): its CPU kernel is
+    tiled for long queries and copies the strided cache slice first. No dropout (decoding runs in eval).
+    """
+    b, h, _, d = q.shape
+    s = keys.shape[2]
+    scores = torch.baddbmm(
+        bias.expand(b, h, 1, s).reshape(b * h, 1, s),
+        q.reshape(b * h, 1, d),
+        keys.transpose(-1, -2).reshape(b * h, d, s),
+        alpha=d**-0.5,
+    )
+    return torch.bmm(scores.softmax(dim=-1), values.reshape(b * h, s, d)).view(b, h, 1, d)
 
 
 class MLP(nn.Module):
@@ -243,6 +268,12 @@ def attention_mask(query_valid_pos: torch.Tensor, key_valid: torch.Tensor, causa
         mask = mask & (cols[None, :] <= query_valid_pos[:, None])[None, None]
     own = cols[None, :] == query_valid_pos[:, None]
     return mask | own[None, None]
+
+
+def additive_bias(key_valid: torch.Tensor) -> torch.Tensor:
+    """float ``[B, 1, 1, Tk]``: 0 where ``key_valid [B, Tk]`` holds, -inf elsewhere."""
+    bias = torch.zeros(key_valid.shape, device=key_valid.device)
+    return bias.masked_fill_(~key_valid, float("-inf"))[:, None, None, :]
 
 
 class TransformerLM(nn.Module):
@@ -413,8 +444,10 @@ class TransformerLM(nn.Module):
             positions = (valid[:, : p + 1].long().cumsum(1) - 1).clamp(min=0)
         shape = (b, c.n_head, capacity, head_dim)
         cache = KVCache(
-            keys=[torch.zeros(shape, dtype=dtype, device=dev) for _ in self.decoder],
-            values=[torch.zeros(shape, dtype=dtype, device=dev) for _ in self.decoder],
+            # Uninitialised (zero-filling them was ~2% of a rollout): a column is always written before
+            # attention reads it (the prompt pass writes the first p + 1, each step or feed its own).
+            keys=[torch.empty(shape, dtype=dtype, device=dev) for _ in self.decoder],
+            values=[torch.empty(shape, dtype=dtype, device=dev) for _ in self.decoder],
             key_valid=valid,
             positions=positions[:, -1] + 1,
             cross=cross_kv,
@@ -487,10 +520,16 @@ class TransformerLM(nn.Module):
         """Run the decoder over embedded inputs ``[B, T, C]`` written at columns ``[length, length + T)``
         of ``cache`` (which must have room); returns the last block's output ``[B, T, C]``."""
         end = cache.length + x.shape[1]
-        mask = attention_mask(
-            torch.arange(cache.length, end, device=x.device), cache.key_valid[:, :end], True
-        )
-        cross_mask = None if cache.cross_valid is None else cache.cross_valid[:, None, None, :]
+        if x.shape[1] == 1 and not (self.training and self.config.dropout > 0):
+            # A decode step: its one query per row may read every filled column (all are in its past), so
+            # the mask is the columns' validity, as one additive bias shared by the layers.
+            mask = additive_bias(cache.key_valid[:, :end])
+            cross_mask = None if cache.cross_valid is None else additive_bias(cache.cross_valid)
+        else:
+            mask = attention_mask(
+                torch.arange(cache.length, end, device=x.device), cache.key_valid[:, :end], True
+            )
+            cross_mask = None if cache.cross_valid is None else cache.cross_valid[:, None, None, :]
         for layer, block in enumerate(self.decoder):
             cross = (*cache.cross[layer], cross_mask) if cache.cross else None
             x = block(x, mask, cache=cache, layer=layer, cross=cross)
