@@ -234,9 +234,28 @@ def test_each_rollout_plays_each_drawn_prompt_num_generations_times(cls):
 # ---------------------------------------------------------------------------------- RLOO == REINFORCE
 
 
-def rloo_and_reinforce(**kwargs):
+ROLLOUT_FIELDS = (
+    "example_index",
+    "step_lengths",
+    "step_tokens",
+    "step_log_probs",
+    "step_values",
+    "step_rewards",
+)
+
+
+def rloo_and_reinforce(loss_normalizer="sequences", **kwargs):
+    """The same policy weights, env, seed and settings (``loss_normalizer``: RLOO's)."""
     torch.manual_seed(0)
-    rloo = RLOO("TransformerPolicy", copy_env(), seed=5, num_generations=4, **TINY, **kwargs)
+    rloo = RLOO(
+        "TransformerPolicy",
+        copy_env(),
+        seed=5,
+        num_generations=4,
+        loss_normalizer=loss_normalizer,
+        **TINY,
+        **kwargs,
+    )
     reinforce = REINFORCE(
         "TransformerPolicy", copy_env(), seed=5, baseline="leave_one_out", num_generations=4, **TINY, **kwargs
     )
@@ -244,28 +263,34 @@ def rloo_and_reinforce(**kwargs):
     return rloo, reinforce
 
 
-def test_rloo_gradient_is_leave_one_out_reinforces_times_tokens_per_sequence(monkeypatch):
-    """One iteration, one minibatch, no KL: the same episodes, the same advantages; RLOO averages over
-    sequences and REINFORCE over tokens, so the gradients differ by exactly tokens / sequences (up to the
-    ratio's distance from 1, ~1e-6: the rollout's cached log-probs against the update's full pass).
+def record_gradients(models, monkeypatch) -> dict[str, list[torch.Tensor | None]]:
+    """Each model's gradients as its optimizer steps (after the norm clip), then the step as usual."""
+    gradients: dict[str, list[torch.Tensor | None]] = {}
+    for name, model in models.items():
+        step = model.optimizer.step
 
-    Parameters after a step are not compared: Adam's first step is ``lr * g / (|g| + eps)``, nearly
-    ``lr * sign(g)``, which that ~1e-6 flips on the elements whose gradient sums cancel to ~0."""
+        def spy(name=name, model=model, step=step):
+            gradients[name] = [None if p.grad is None else p.grad.clone() for p in model.policy.parameters()]
+            return step()
+
+        monkeypatch.setattr(model.optimizer, "step", spy)
+    return gradients
+
+
+def same_rollout(rloo, reinforce):
+    traj, same = rloo.collect_rollout(), reinforce.collect_rollout()
+    for field in ROLLOUT_FIELDS:
+        assert torch.equal(getattr(traj, field), getattr(same, field)), field
+    return traj, same
+
+
+def test_rloo_gradient_is_leave_one_out_reinforces_times_tokens_per_sequence(monkeypatch):
+    """The default normaliser (TRL's): one iteration, one minibatch, no KL: the same episodes and
+    advantages, ratio 1; RLOO averages over sequences and REINFORCE over tokens, so the gradients differ by
+    exactly tokens / sequences (up to the rounding of that product)."""
     rloo, reinforce = rloo_and_reinforce(max_grad_norm=1e9)  # no clipping of the gradient norm
-    gradients = {}
-    for name, model in (("rloo", rloo), ("reinforce", reinforce)):
-        monkeypatch.setattr(
-            model.optimizer,
-            "step",
-            lambda name=name, model=model: gradients.__setitem__(
-                name, [None if p.grad is None else p.grad.clone() for p in model.policy.parameters()]
-            ),
-        )
-    traj = rloo.collect_rollout()
-    same = reinforce.collect_rollout()
-    assert torch.equal(traj.step_tokens, same.step_tokens) and torch.equal(
-        traj.example_index, same.example_index
-    )
+    gradients = record_gradients({"rloo": rloo, "reinforce": reinforce}, monkeypatch)
+    traj, same = same_rollout(rloo, reinforce)
     rloo.train(traj)
     reinforce.train(same)
     factor = traj.num_steps / traj.num_episodes
@@ -277,6 +302,36 @@ def test_rloo_gradient_is_leave_one_out_reinforces_times_tokens_per_sequence(mon
             torch.testing.assert_close(a, b * factor, rtol=1e-4, atol=1e-7)
             compared += int(b.abs().sum() > 0)
     assert compared > 0
+
+
+@pytest.mark.parametrize(("loss_normalizer", "same_step"), [("tokens", True), ("sequences", False)])
+def test_rloo_over_tokens_takes_leave_one_out_reinforces_step_bit_for_bit(
+    loss_normalizer, same_step, monkeypatch
+):
+    """Where the settings coincide (``loss_normalizer="tokens"``; num_iterations 1, one minibatch, gamma 1,
+    kl_coef 0, the same ent_coef, max_grad_norm and learning rate) RLOO's update is REINFORCE's with the
+    leave-one-out baseline: the same rollout, then the same gradients and parameters, to the bit, after
+    one ``train``. Exact because each side's per-token gradient is ``-A_i / tokens`` computed from the
+    same numbers (RLOO's pi_old is its own pass, detached: ratio exactly 1) and the network's backward and
+    AdamW's step then see identical inputs. With TRL's ``"sequences"`` it fails (the gradient is
+    tokens / sequences times REINFORCE's, see the test above), so this test can fail."""
+    rloo, reinforce = rloo_and_reinforce(
+        loss_normalizer=loss_normalizer, ent_coef=0.01, max_grad_norm=1.0, learning_rate=1e-3
+    )
+    gradients = record_gradients({"rloo": rloo, "reinforce": reinforce}, monkeypatch)
+    traj, same = same_rollout(rloo, reinforce)
+    assert len(set(traj.lengths.tolist())) > 1  # ragged: tokens / sequences != 1
+    assert traj.episode_returns().abs().sum() > 0  # a signal
+    before = [p.clone() for p in rloo.policy.parameters()]
+    rloo.train(traj)
+    reinforce.train(same)
+    grads = list(zip(gradients["rloo"], gradients["reinforce"], strict=True))
+    assert all((a is None) == (b is None) for a, b in grads)
+    pairs = [(a, b) for a, b in grads if a is not None]
+    assert any(not torch.equal(p, q) for p, q in zip(before, rloo.policy.parameters(), strict=True))
+    after = list(zip(rloo.policy.parameters(), reinforce.policy.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs) == same_step
+    assert all(torch.equal(p, q) for p, q in after) == same_step
 
 
 # ---------------------------------------------------------------------------------- checkpoints
@@ -301,7 +356,13 @@ def test_grpo_hyperparameters_survive_a_checkpoint(tmp_path):
 
 
 def test_rloo_hyperparameters_survive_a_checkpoint(tmp_path):
-    settings = {"num_generations": 4, "normalize_advantages": True, "num_iterations": 2, "epsilon_high": 0.3}
+    settings = {
+        "num_generations": 4,
+        "normalize_advantages": True,
+        "num_iterations": 2,
+        "epsilon_high": 0.3,
+        "loss_normalizer": "tokens",
+    }
     model = RLOO("TransformerPolicy", copy_env(), seed=0, kl_coef=0.05, **TINY, **settings).learn(16)
     model.save(tmp_path / "rloo.zip")
     loaded = RLOO.load(tmp_path / "rloo.zip", env=copy_env(), device="cpu")
@@ -381,6 +442,10 @@ def make(cls, **kwargs):
         (make(GRPO, epsilon_high=-0.2), r"epsilon_high must be > 0.*got -0.2"),
         (make(GRPO, num_iterations=0), r"num_iterations must be an integer >= 1, got 0"),
         (make(RLOO, batch_size=0), r"batch_size must be an integer >= 1 .* or None"),
+        (
+            make(RLOO, loss_normalizer="token_mean"),
+            r"unknown loss_normalizer 'token_mean'; valid: \['sequences', 'tokens'\]",
+        ),
     ],
 )
 def test_bad_arguments_say_what_is_wrong_and_what_is_allowed(build, message):

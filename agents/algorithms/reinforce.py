@@ -98,7 +98,7 @@ class REINFORCE(TextRLAlgorithm):
             baseline = batch.values
         else:  # leave one out: the other samples of the same prompt, on the whole-episode return
             others = leave_one_out_baseline(returns[:, 0], self.num_generations)
-            baseline = (others[:, None] + returns - returns[:, :1]) * mask  # b_t = G_t - (G_0 - b)
+            baseline = (returns - returns[:, :1] + others[:, None]) * mask  # b_t = G_t - (G_0 - b)
         advantages = (returns - baseline) * mask
 
         self.policy.eval()  # scored as the rollout sampled: dropout off in both (see PPO.train)
