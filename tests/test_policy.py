@@ -168,13 +168,38 @@ def test_positions_beyond_the_table_are_rejected_from_shapes():
         model(torch.zeros(1, 3, dtype=torch.long), torch.tensor([3]), torch.zeros(1, 3, dtype=torch.long))
 
 
-def test_auto_device_and_cpu_precision():
+@pytest.mark.parametrize("has_bf16_units", [False, True])
+def test_auto_device_and_cpu_precision(has_bf16_units, monkeypatch):
+    """bf16 autocast applies on a CPU with bf16 units (AMX / AVX-512 BF16: the KV cache is bf16, scores stay
+    float32 and near fp32's) and nowhere else on CPU (bit for bit fp32). Both branches run on any CPU: the
+    flag check is patched; where the CPU lacks the units torch emulates bf16 (slowly, but correctly)."""
+    import agents.policies.transformer as transformer_policy
+
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    policy = TransformerPolicy.for_env(
+    monkeypatch.setattr(transformer_policy, "bf16_autocast_applies", lambda device: has_bf16_units)
+    torch.manual_seed(0)
+    fp32 = TransformerPolicy.for_env("TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu")
+    bf16 = TransformerPolicy.for_env(
         "TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu", bf16_autocast=True
     )
-    logits, state = policy.start(torch.tensor([[4, 5, 0, 0, 0, 0, 0, 0]]))
-    assert logits.dtype == torch.float32 and state.cache.keys[0].dtype == torch.float32  # fp32 on CPU
+    bf16.load_state_dict(fp32.state_dict())
+    prompts = torch.tensor([[4, 5, 6, 0, 0, 0, 0, 0], [7, 0, 0, 0, 0, 0, 0, 0]])
+    tokens, lengths = torch.tensor([[4, 5, 6, 2], [7, 2, 0, 0]]), torch.tensor([4, 2])
+    logits, state = bf16.start(prompts)
+    expected_logits, _ = fp32.start(prompts)
+    assert logits.dtype == torch.float32
+    assert state.cache.keys[0].dtype == (torch.bfloat16 if has_bf16_units else torch.float32)
+    scores, expected = (
+        bf16.evaluate_sequences(prompts, tokens, lengths),
+        fp32.evaluate_sequences(prompts, tokens, lengths),
+    )
+    assert scores.log_probs.dtype == torch.float32
+    if has_bf16_units:
+        assert not torch.equal(logits, expected_logits)  # bf16 did run
+        torch.testing.assert_close(logits, expected_logits, atol=0.05, rtol=0)
+        torch.testing.assert_close(scores.log_probs, expected.log_probs, atol=0.05, rtol=0)
+    else:
+        assert torch.equal(logits, expected_logits) and torch.equal(scores.log_probs, expected.log_probs)
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)

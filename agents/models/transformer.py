@@ -427,6 +427,10 @@ class TransformerLM(nn.Module):
         b, p = prompt_ids.shape
         c, dev = self.config, prompt_ids.device
         dtype = self.token_embedding.weight.dtype
+        if torch.is_autocast_enabled(dev.type):
+            # Under autocast the keys and values come out of the linear layers in its dtype: keep them so
+            # (half the bytes that every decode step reads back).
+            dtype = torch.get_autocast_dtype(dev.type)
         head_dim = c.n_embd // c.n_head
         self.check_lengths(p, max_new_tokens)
         bos = torch.full((b, 1), c.bos_id, dtype=torch.long, device=dev)

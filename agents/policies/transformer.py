@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.devices import resolve_device
+from agents.devices import bf16_autocast_applies, resolve_device
 from agents.models import ARCHS, KVCache, TransformerConfig, TransformerLM
 from agents.policies.base import SequenceScores, env_setup_of, score_actions
 from lmrl_gym.atomic_file import atomic_path
@@ -62,7 +62,9 @@ class TransformerPolicy(nn.Module):
     :param tokenizer: the environment's tokenizer (saved with the policy).
     :param max_prompt_tokens: / :param max_new_tokens: the environment's observation widths.
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
-    :param bf16_autocast: run the model under bfloat16 autocast on CUDA (ignored on CPU, which stays fp32).
+    :param bf16_autocast: run the model under bfloat16 autocast (weights, optimizer and losses stay fp32;
+        the KV cache is bf16) on CUDA and on CPUs with bf16 units (AMX or AVX-512 BF16); ignored on other
+        CPUs, which stay fp32 (see :func:`agents.devices.bf16_autocast_applies`).
     """
 
     def __init__(
@@ -173,8 +175,8 @@ class TransformerPolicy(nn.Module):
         self.model.value_trunk_gradient = bool(value)
 
     def _autocast(self):
-        if self.bf16_autocast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.bf16_autocast and bf16_autocast_applies(self.device):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _mask(self, logits: torch.Tensor) -> torch.Tensor:
