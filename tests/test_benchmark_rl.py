@@ -17,6 +17,12 @@ def test_benchmark_rl_measures_both_and_ours_stores_and_computes_less_per_step()
     # SB3 re-reads every step's whole context in the rollout and in each epoch; ours reads each once.
     assert r["flops_ratio"] > 3
     assert r["ours_gflops_per_s"] > 0 and r["sb3_gflops_per_s"] > 0
+    # The update against the model's own rate on the same episodes in one batch: 16 episodes, PPO's
+    # minibatches of 16: one minibatch per epoch, so the update does 4x the limit's work.
+    assert r["episodes_per_rollout"] == 16 and r["minibatch_episodes"] == 16
+    assert r["update_gflops_per_s"] > 0 and r["limit_gflops_per_s"] > 0
+    assert r["update_vs_limit"] == pytest.approx(r["update_gflops_per_s"] / r["limit_gflops_per_s"])
+    assert r["update_seconds"] > r["limit_seconds"]
 
 
 def test_longer_episodes_widen_the_work_gap():

@@ -16,6 +16,7 @@ The command line (its flags) is :mod:`agents.commands.bench`; this module measur
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -110,6 +111,7 @@ def run(
     theirs_s, theirs_model = timed(theirs)
     ours_flops, theirs_flops = flops_per_step(ours), flops_per_step(theirs)
     traj = ours_model.collect_rollout()
+    update = update_against_limit(ours_model, traj, repeats)
     ours_bytes_per_step = traj.nbytes / traj.num_steps
     sb3_steps = theirs_model.rollout_buffer.buffer_size * n_envs
     sb3_bytes_per_step = sb3_buffer_bytes(theirs_model) / sb3_steps
@@ -126,6 +128,59 @@ def run(
         "ours_gflops_per_s": ours_flops * ours_model.num_timesteps / ours_s / 1e9,
         "sb3_gflops_per_s": theirs_flops * theirs_model.num_timesteps / theirs_s / 1e9,
         "mean_episode_length": float(traj.lengths.float().mean()),
+        **update,
+    }
+
+
+def update_against_limit(model: PPO, traj, repeats: int) -> dict[str, float]:
+    """Our PPO update (``model.train(traj)``: every epoch and minibatch) against the model's own rate.
+
+    The limit is one forward + backward of the same policy over all of the rollout's episodes in one batch
+    (the same sequences, the same scoring code, log-prob + value + entropy outputs back-propagated): the
+    largest matrices these sequences allow. The update does that work ``n_epochs`` times in minibatches of
+    ``batch_size`` episodes, plus the loss and one optimizer step per minibatch. Both are timed from the
+    same weights (restored before each repeat; medians) and counted with ``FlopCounterMode``.
+    """
+    policy = model.policy
+    weights = copy.deepcopy(policy.state_dict())
+    optimizer_state = copy.deepcopy(model.optimizer.state_dict())
+    batch = traj.unpack()
+
+    def train() -> None:
+        model.train(traj)
+
+    def one_batch() -> None:
+        scores = policy.evaluate_sequences(batch.prompts, batch.tokens, batch.lengths)
+        (scores.log_probs.sum() + scores.values.sum() + scores.entropy.sum()).backward()
+
+    def measure(fn) -> tuple[float, float]:
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            policy.load_state_dict(weights)
+            model.optimizer.load_state_dict(optimizer_state)
+            policy.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        policy.load_state_dict(weights)
+        model.optimizer.load_state_dict(optimizer_state)
+        policy.zero_grad(set_to_none=True)
+        seconds = statistics.median(times[1:])
+        return seconds, counter.get_total_flops() / seconds / 1e9
+
+    policy.eval()  # as the update scores (dropout off)
+    update_s, update_gflops = measure(train)
+    limit_s, limit_gflops = measure(one_batch)
+    return {
+        "update_seconds": update_s,
+        "update_gflops_per_s": update_gflops,
+        "limit_seconds": limit_s,
+        "limit_gflops_per_s": limit_gflops,
+        "update_vs_limit": update_gflops / limit_gflops,
+        "episodes_per_rollout": float(batch.lengths.shape[0]),
+        "minibatch_episodes": float(model.batch_size),
     }
 
 
@@ -160,5 +215,16 @@ def format_report(result: dict[str, float], settings: dict[str, object]) -> str:
             f"SB3 does {r['flops_ratio']:.1f}x the work |",
             f"| GFLOP/s achieved | {r['ours_gflops_per_s']:,.1f} | {r['sb3_gflops_per_s']:,.1f} | "
             f"{r['ours_gflops_per_s'] / r['sb3_gflops_per_s']:.2f}x |",
+            "",
+            f"Our update against the model's own limit (the same {r['episodes_per_rollout']:.0f} episodes: PPO's "
+            f"4 epochs of minibatches of {r['minibatch_episodes']:.0f} vs one forward + backward over all of "
+            "them in one batch):",
+            "",
+            "| our PPO update | seconds | GFLOP/s | of the limit |",
+            "|---|---:|---:|---:|",
+            f"| `PPO.train` on one rollout (all epochs, minibatches, optimizer steps) | "
+            f"{r['update_seconds']:.3f} | {r['update_gflops_per_s']:,.1f} | {r['update_vs_limit']:.2f} |",
+            f"| limit: one forward + backward over the whole rollout | {r['limit_seconds']:.3f} | "
+            f"{r['limit_gflops_per_s']:,.1f} | 1.00 |",
         ]
     )
