@@ -48,8 +48,10 @@ def test_ppo_takes_a_briefly_pretrained_tiny_gpt2_past_090_on_small_copy(hf_gpt2
     PPO(policy, env, n_envs=64, learning_rate=3e-4, seed=seed, device="cpu").learn(30_000)
     after = mean_test_return(policy, folder)
     print(f"\nHFPolicy (tiny GPT-2) seed {seed}: sampled test return {start:.3f} -> {after:.3f}")
-    # Measured: seeds 0 / 1 start at 0.541 / 0.568 and end at 0.971 / 0.975 (BLEU on 13a words, [0, 1]).
-    assert start <= 0.6 and after >= 0.9, (start, after)
+    # Measured: seeds 0 / 1 start at 0.602 / 0.605 and end at 0.970 / 0.980 (BLEU on 13a words, [0, 1]).
+    # The start's sampled return is itself noisy: seed 0's start policy over 12 sampling seeds scored
+    # 0.589 +- 0.018 (0.594 +- 0.027 with the former multinomial sampler), hence the bound of 0.65.
+    assert start <= 0.65 and after >= 0.9, (start, after)
 
 
 def test_irl_with_a_tiny_gpt2_policy_learns_a_reward_that_tells_oracle_text_from_random(hf_gpt2_dir):
