@@ -376,7 +376,7 @@ LEARNING_SETTINGS = {
     "ppo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
     "a2c": {"learning_rate": 1e-3, "n_envs": 16, "total": 80_000},
     "reinforce": {"learning_rate": 1e-3, "n_envs": 16, "total": 100_000},
-    "nlpo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
+    "nlpo": {"learning_rate": 1e-4, "n_envs": 64, "total": 60_000},  # 40k: 0.897 / 0.936 / 0.961 (seeds 0-2)
     "filtered_bc": {"learning_rate": 1e-3, "total": 300},  # gradient steps on the references (dataset=None)
     "ilql": {"learning_rate": 1e-3, "total": 300},
     "grpo": {"learning_rate": 1e-3, "n_envs": 128, "num_generations": 8, "total": 150_000},
