@@ -391,6 +391,7 @@ def test_corpus_statistics_sum():
     assert float(bleu_from_statistics(total, "exp", None, True)[0]) == pytest.approx(expected, abs=TOL)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     rng = random.Random(2)

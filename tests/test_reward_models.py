@@ -369,6 +369,7 @@ def test_on_an_env_with_the_lms_own_tokenizer(hf_gpt2_dir, hf_classifier_dir, gp
     )
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_cuda_env_the_models_move_and_scores_match_cpu(hf_classifier_dir, hf_gpt2_dir):
     task = lmrl_gym.make_task("copy", **COPY_SMALL)

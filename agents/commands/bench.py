@@ -8,11 +8,13 @@ Invalid values exit with code 2 and a one-line message, as everywhere on the com
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from agents.commands.arguments import PolicyChoice, env_ids, non_negative_int, policy_choice, positive_int
+from agents.devices import resolve_device
 
-BENCHMARKS = ("env", "decoding", "algorithms", "suite", "ppo-vs-sb3")
+BENCHMARKS = ("env", "decoding", "algorithms", "suite", "ppo-vs-sb3", "vs-trl")
 
 
 def _parser(name: str, module_doc: str | None) -> argparse.ArgumentParser:
@@ -36,6 +38,7 @@ def hf_size(text: str) -> str:
 
 def bench_decoding(argv: list[str]) -> int:
     from agents.bench import decoding, hf_decoding
+    from agents.commands.arguments import positive_float
 
     parser = _parser("decoding", f"{decoding.__doc__}\n{hf_decoding.__doc__}")
     hf = hf_decoding.DEFAULT_SETTINGS
@@ -55,6 +58,20 @@ def bench_decoding(argv: list[str]) -> int:
     parser.add_argument("--arch", default="causal", choices=["causal", "seq2seq"], help=ours_only)
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=decoding.DTYPES,
+        help=f"bf16: under torch.autocast(bfloat16), fp32 weights; {ours_only}",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=positive_float,
+        default=None,
+        metavar="N",
+        help="the device's peak TFLOP/s for the MFU column; default: NVIDIA's dense figure for the dtype by "
+        "the GPU's name (known: H100, H200, A100, L40S, L40, L4, A10), else no MFU; our TransformerLM only",
+    )
     parser.add_argument(
         "--policy",
         type=policy_choice,
@@ -76,6 +93,10 @@ def bench_decoding(argv: list[str]) -> int:
     if hf_path is not None and args.hf_size is not None:
         parser.error("give --policy hf:PATH or --hf-size, not both")
     if hf_path is not None or args.hf_size is not None:
+        if args.dtype != "fp32" or args.peak_tflops is not None:
+            parser.error(
+                "--dtype and --peak-tflops apply to our TransformerLM, not to --policy hf: or --hf-size"
+            )
         settings = {
             "batch": args.batch or hf["batch"],
             "new_tokens": args.new_tokens or hf["new_tokens"],
@@ -121,6 +142,90 @@ def bench_ppo_vs_sb3(argv: list[str]) -> int:
         parser.error(f"argument --max-new-tokens: must be >= 1, got {settings['max_new_tokens']}")
     result = ppo_vs_sb3.run(**settings)
     print(ppo_vs_sb3.format_report(result, settings))
+    return 0
+
+
+def bench_vs_trl(argv: list[str]) -> int:
+    import os
+
+    import torch
+
+    from agents.bench import vs_trl
+
+    parser = _parser("vs-trl", vs_trl.__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="mode",
+        help=f"{vs_trl.MODES['quick']['updates']} updates, one seed",
+    )
+    mode.add_argument(
+        "--smoke",
+        action="store_const",
+        const="smoke",
+        dest="mode",
+        help=f"{vs_trl.MODES['smoke']['updates']} updates, one seed (seconds: the tests' run)",
+    )
+    parser.set_defaults(mode="default")
+    default = vs_trl.MODES["default"]
+    parser.add_argument(
+        "--updates",
+        type=positive_int,
+        default=None,
+        help=f"timed updates per row and seed (default: {default['updates']}: 2 to 3 minutes per seed for the "
+        "three rows on 2 CPU cores; or the mode's)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=None,
+        help=f"untimed updates first (default: {default['warmup']}, or the mode's)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        help=f"seeds 0..N-1 (default: {default['seeds']}, or the mode's)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="torch's intra-op threads, every row (default: all cores, %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=vs_trl.PRECISIONS,
+        default=["fp32"],
+        help="one table per precision; bf16: autocast on both sides, fp32 weights (default: %(default)s)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    settings = {
+        key: getattr(args, key) if getattr(args, key) is not None else value
+        for key, value in vs_trl.MODES[args.mode].items()
+    }
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"argument --device: {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"argument --device: {args.device!r}, but CUDA is not available here")
+    results = []
+    for precision in dict.fromkeys(args.precision):  # each once, in the order given
+        try:
+            result = vs_trl.run(precision=precision, threads=args.threads, device=args.device, **settings)
+        except vs_trl.MissingTRLError as err:
+            print(f"lmrl-gym bench vs-trl: error: {err}", file=sys.stderr)
+            return 1
+        print(vs_trl.format_report(result) + "\n", flush=True)
+        results.append(result)
+    if args.json is not None:
+        vs_trl.write_json(results, args.json)
     return 0
 
 
@@ -214,6 +319,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "algorithms": bench_algorithms,
     "suite": bench_suite,
     "ppo-vs-sb3": bench_ppo_vs_sb3,
+    "vs-trl": bench_vs_trl,
 }
 
 

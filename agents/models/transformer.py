@@ -459,8 +459,10 @@ class TransformerLM(nn.Module):
             # From the shapes: bos sits at most at position p (causal, a full prompt) or 0 (seq2seq).
             position_bound=ids.shape[1],
         )
-        logits, values = self._run_cached(ids, positions, cache)
-        return logits[:, -1], values[:, -1], cache
+        # The heads read the last position only: logits over every prompt position would cost a
+        # [B, P + 1, V] product that nothing reads.
+        logits, values = self._heads(self._decode_cached(self._embed(ids, positions), cache)[:, -1])
+        return logits, values, cache
 
     def step(self, cache: KVCache, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """Feed one token per row (int ``[B]``); return ``(logits [B, V], values [B], cache)``."""
@@ -472,10 +474,11 @@ class TransformerLM(nn.Module):
             )
         cache.reserve(1)
         positions = cache.positions[:, None]
-        logits, values = self._run_cached(tokens.long()[:, None], positions, cache)
+        h = self._decode_cached(self._embed(tokens.long()[:, None], positions), cache)
+        logits, values = self._heads(h[:, 0])
         cache.positions = cache.positions + 1
         cache.position_bound += 1
-        return logits[:, -1], values[:, -1], cache
+        return logits, values, cache
 
     def feed(
         self, cache: KVCache, tokens: torch.Tensor, lengths: torch.Tensor
@@ -516,9 +519,6 @@ class TransformerLM(nn.Module):
         cache.position_bound = end
         logits, values = self._heads(last)
         return logits, values, cache
-
-    def _run_cached(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache):
-        return self._heads(self._decode_cached(self._embed(ids, positions), cache))
 
     def _decode_cached(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Run the decoder over embedded inputs ``[B, T, C]`` written at columns ``[length, length + T)``
