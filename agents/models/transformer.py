@@ -98,8 +98,8 @@ class Attention(nn.Module):
         values: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:param x: queries' input ``[B, Tq, C]``.
-        :param mask: bool ``[B, 1, Tq, Tk]``, True where a query may attend to a key; or, for one query per
-            row (a decode step, ``Tq = 1``), the additive float bias ``[B, 1, 1, Tk]`` (0 or -inf).
+        :param mask: bool ``[B, 1, Tq, Tk]``, True where a query may attend to a key; or the additive float
+            bias of :func:`biased_attention` (a decode step's, a short sequence's on CPU).
         :param keys: / :param values: ``[B, H, Tk, D]``; None = computed from ``x`` (self-attention).
         :return: ``[B, Tq, C]``.
         """
@@ -108,9 +108,6 @@ class Attention(nn.Module):
             keys, values = self.keys_values(x)
         if mask.dtype != torch.bool:
             y = biased_attention(q, keys, values, mask)
-        elif keys.shape[2] <= SHORT_ATTENTION_KEYS and not (self.training and self.dropout > 0):
-            bias = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
-            y = biased_attention(q, keys, values, bias)
         else:
             y = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
@@ -355,6 +352,16 @@ class TransformerLM(nn.Module):
             ids = ids.masked_fill(ids == self.config.pad_id, 0)
         return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))
 
+    def _short_bias(self, mask: torch.Tensor) -> torch.Tensor:
+        """A bool attention mask ``[B, 1, Tq, Tk]`` as the additive bias of :func:`biased_attention` when
+        it has at most :data:`SHORT_ATTENTION_KEYS` keys (made once, read by every layer); else unchanged
+        (``scaled_dot_product_attention``, which also applies attention dropout in training). CPU only:
+        the measurement behind the threshold is a CPU's; on CUDA the fused kernels stay."""
+        long = mask.shape[-1] > SHORT_ATTENTION_KEYS
+        if long or mask.device.type != "cpu" or (self.training and self.config.dropout > 0):
+            return mask
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.ln_f(h)
         return self.lm_head(h), self.value_head(h if self.value_trunk_gradient else h.detach()).squeeze(-1)
@@ -369,7 +376,7 @@ class TransformerLM(nn.Module):
         valid = torch.arange(p + 1, device=ids.device)[None, :] <= prompt_lengths[:, None]
         positions = torch.arange(p + 1, device=ids.device)[None, :].expand(b, -1)
         x = self._embed(ids, positions)
-        mask = valid[:, None, None, :]
+        mask = self._short_bias(valid[:, None, None, :])
         for block in self.encoder:
             x = block(x, mask)
         memory = self.ln_encoder(x)
@@ -397,7 +404,7 @@ class TransformerLM(nn.Module):
             x = self._embed(decoder_ids, positions)
             cols = torch.arange(t + 1, device=dev)
             mask = attention_mask(cols, torch.ones(b, t + 1, dtype=torch.bool, device=dev), causal=True)
-            cross_mask = cross_valid[:, None, None, :]
+            mask, cross_mask = self._short_bias(mask), self._short_bias(cross_valid[:, None, None, :])
             for layer, block in enumerate(self.decoder):
                 x = block(x, mask, cross=(*cross_kv[layer], cross_mask))
             return x
@@ -407,7 +414,7 @@ class TransformerLM(nn.Module):
         valid[:, :p] = torch.arange(p, device=dev)[None, :] >= (p - prompt_lengths)[:, None]
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         x = self._embed(ids, positions)
-        mask = attention_mask(torch.arange(ids.shape[1], device=dev), valid, causal=True)
+        mask = self._short_bias(attention_mask(torch.arange(ids.shape[1], device=dev), valid, causal=True))
         for block in self.decoder:
             x = block(x, mask)
         return x[:, p:]
@@ -541,10 +548,14 @@ class TransformerLM(nn.Module):
             mask = additive_bias(cache.key_valid[:, :end])
             cross_mask = None if cache.cross_valid is None else additive_bias(cache.cross_valid)
         else:
-            mask = attention_mask(
-                torch.arange(cache.length, end, device=x.device), cache.key_valid[:, :end], True
+            mask = self._short_bias(
+                attention_mask(
+                    torch.arange(cache.length, end, device=x.device), cache.key_valid[:, :end], True
+                )
             )
-            cross_mask = None if cache.cross_valid is None else cache.cross_valid[:, None, None, :]
+            cross_mask = (
+                None if cache.cross_valid is None else self._short_bias(cache.cross_valid[:, None, None, :])
+            )
         for layer, block in enumerate(self.decoder):
             cross = (*cache.cross[layer], cross_mask) if cache.cross else None
             x = block(x, mask, cache=cache, layer=layer, cross=cross)
