@@ -204,7 +204,7 @@ def test_eval_rejects_a_checkpoint_of_another_env(
         (["train", "--task", "no/such.jsonl", "--out", "x"], "cannot make TextGen-v0 with task='no/such.jsonl': [Errno 2] No such file or directory"),
         (["train", "--env", "TextGen-Copy-v0", "--env-kwargs", '{"max_new_tokens": 0}', "--out", "x"], "cannot make TextGen-Copy-v0 with max_new_tokens=0: max_new_tokens must be a positive integer"),
         (["eval", "--checkpoint", "no/such/policy.pt"], "argument --checkpoint: no such file or folder: no/such/policy.pt"),
-        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'suite', 'ppo-vs-sb3')"),
+        (["bench", "gpu"], "argument benchmark: invalid choice: 'gpu' (choose from 'env', 'decoding', 'algorithms', 'suite', 'ppo-vs-sb3', 'vs-trl')"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )  # fmt: skip
