@@ -38,7 +38,7 @@ class A2C(TextRLAlgorithm):
         policy_loss = -masked_mean(scores.log_probs * advantages, mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)
         entropy = masked_mean(scores.entropy, mask)
-        loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
+        loss = policy_loss + self.vf_coef * value_loss - self._entropy_bonus(entropy)
         grad_norm = self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)
         self.kl.update(float(kl.sum(1).mean()))
         return {

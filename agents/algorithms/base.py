@@ -405,6 +405,11 @@ class TextRLAlgorithm:
                     "lower the learning rate or check the reward"
                 )
 
+    def _entropy_bonus(self, entropy: torch.Tensor) -> torch.Tensor:
+        """``ent_coef * entropy`` for the loss; with ``ent_coef == 0`` a constant 0, so that the backward
+        pass skips the entropy's graph over ``[B, T, V]`` (~2% of an update at 400 ids, more at 50k)."""
+        return self.ent_coef * entropy if self.ent_coef else entropy.new_zeros(())
+
     def _gradient_step(self, objective: torch.Tensor, **checks: torch.Tensor) -> torch.Tensor:
         """Backward, clip and step; ``checks`` (e.g. the loss terms) and the gradient norm must be finite
         before the optimizer steps (checked with one host read). Returns the gradient norm (a tensor)."""

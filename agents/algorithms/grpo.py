@@ -280,7 +280,7 @@ class GRPO(GroupSampledAlgorithm):
                         per_token_kl, mask, self.loss_type, max_new_tokens, rollout_tokens
                     )
                 entropy = masked_mean(scores.entropy, mask)
-                loss = policy_loss + self.beta * kl - self.ent_coef * entropy
+                loss = policy_loss + self.beta * kl - self._entropy_bonus(entropy)
 
                 with torch.no_grad():
                     clip_ratio = masked_mean(clipped.float(), mask)

@@ -107,7 +107,7 @@ class PPO(TextRLAlgorithm):
                 policy_loss = -masked_mean(surrogate, mask)
                 value_loss = masked_mean((scores.values - returns) ** 2, mask)
                 entropy = masked_mean(scores.entropy, mask)
-                loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
+                loss = policy_loss + self.vf_coef * value_loss - self._entropy_bonus(entropy)
 
                 with torch.no_grad():
                     approx_kl = masked_mean(ratio - 1 - log_ratio, mask)  # Schulman's k3 estimator

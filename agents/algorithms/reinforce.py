@@ -106,7 +106,7 @@ class REINFORCE(TextRLAlgorithm):
         policy_loss = -masked_mean(scores.log_probs * advantages.detach(), mask)
         value_loss = masked_mean((scores.values - returns) ** 2, mask)
         entropy = masked_mean(scores.entropy, mask)
-        loss = policy_loss - self.ent_coef * entropy
+        loss = policy_loss - self._entropy_bonus(entropy)
         if self.baseline == "value":
             loss = loss + self.vf_coef * value_loss
         grad_norm = self._gradient_step(loss, policy_loss=policy_loss, value_loss=value_loss, loss=loss)

@@ -122,7 +122,7 @@ class RLOO(GroupSampledAlgorithm):
                 else:
                     policy_loss = per_sequence.mean()
                 entropy = masked_mean(scores.entropy, mask)
-                loss = policy_loss - self.ent_coef * entropy
+                loss = policy_loss - self._entropy_bonus(entropy)
 
                 with torch.no_grad():
                     logged.append(torch.stack([policy_loss, entropy, clipped.float().mean()]).detach())
