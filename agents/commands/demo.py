@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrain-learning-rate", type=positive_float, default=1e-3, help="default: %(default)s"
     )
     parser.add_argument(
-        "--timesteps", type=positive_int, default=100000, help="PPO budget in tokens (default: %(default)s)"
+        "--timesteps", type=positive_int, default=200000, help="PPO budget in tokens (default: %(default)s)"
     )
     parser.add_argument(
         "--n-envs", type=positive_int, default=64, help="episodes per rollout (default: %(default)s)"
