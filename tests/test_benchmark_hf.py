@@ -27,7 +27,10 @@ def test_bench_decoding_hf_prints_the_table(hf_gpt2_dir, capsys):
     assert "GPT2LMHeadModel" in out and "batch 4, prompts of 3-6 tokens, exactly 5 new tokens" in out
     assert "CPU: " in out and "transformers " in out
     assert "greedy decoding through both gives the same tokens: 100%" in out
-    assert "| ours: HFPolicy start/step + inverse-CDF sampling" in out and "model.generate(do_sample=True)" in out
+    assert (
+        "| ours: HFPolicy start/step + inverse-CDF sampling" in out
+        and "model.generate(do_sample=True)" in out
+    )
 
 
 def test_both_sides_sample_exactly_n_tokens_without_eos(policy):
