@@ -122,7 +122,8 @@ def decoding_flops(c: TransformerConfig, prompt_tokens: int, new_tokens: int) ->
     key columns the kernel computes over: the prompt's padding columns are masked out but still computed.
     Embedding look-ups, layer norms, activations, softmax and sampling are not counted.
 
-    - ``cached``: reading prompt + bos (causal: P + 1 positions; seq2seq: the encoder, then bos), then one
+    - ``cached``: reading prompt + bos (causal: P + 1 positions, the heads on the last only; seq2seq: the
+      encoder, then bos), then one
       step per new token over the growing cache (the last step too, whose logits go unused);
     - ``recompute``: for each new token, a whole forward over prompt, bos and the tokens so far;
     - ``teacher_forced``: one forward over prompt, bos and all new tokens (heads on bos and the new tokens).
@@ -130,7 +131,7 @@ def decoding_flops(c: TransformerConfig, prompt_tokens: int, new_tokens: int) ->
     p, t = prompt_tokens, new_tokens
     if c.arch == "causal":
         return {
-            "cached": _pass_flops(c, p + 1, p + 1, p + 1)
+            "cached": _pass_flops(c, p + 1, p + 1, 1)
             + sum(_pass_flops(c, 1, p + 2 + i, 1) for i in range(t)),
             "recompute": sum(_pass_flops(c, p + 1 + i, p + 1 + i, i + 1) for i in range(t)),
             "teacher_forced": _pass_flops(c, p + 1 + t, p + 1 + t, t + 1),
