@@ -123,8 +123,8 @@ def decoding_flops(c: TransformerConfig, prompt_tokens: int, new_tokens: int) ->
     Embedding look-ups, layer norms, activations, softmax and sampling are not counted.
 
     - ``cached``: reading prompt + bos (causal: P + 1 positions, the heads on the last only; seq2seq: the
-      encoder, then bos), then one
-      step per new token over the growing cache (the last step too, whose logits go unused);
+      encoder, then bos), then one step per new token over the growing cache (the last step too, whose
+      logits go unused);
     - ``recompute``: for each new token, a whole forward over prompt, bos and the tokens so far;
     - ``teacher_forced``: one forward over prompt, bos and all new tokens (heads on bos and the new tokens).
     """
