@@ -374,7 +374,9 @@ GRPO_FINETUNE_STEPS = 60_000
 
 LEARNING_SETTINGS = {
     "ppo": {"learning_rate": 1e-4, "n_envs": 64, "total": 40_000},
-    "a2c": {"learning_rate": 1e-3, "n_envs": 16, "total": 80_000},
+    # ent_coef 0.01: without it seed 0 settles at 0.63 with the keyed sampler (80k and 120k tokens alike);
+    # with it seeds 0-2 reach 1.000 / 1.000 / 1.000.
+    "a2c": {"learning_rate": 1e-3, "n_envs": 16, "ent_coef": 0.01, "total": 80_000},
     "reinforce": {"learning_rate": 1e-3, "n_envs": 16, "total": 100_000},
     "nlpo": {"learning_rate": 1e-4, "n_envs": 64, "total": 60_000},  # 40k: 0.897 / 0.936 / 0.961 (seeds 0-2)
     "filtered_bc": {"learning_rate": 1e-3, "total": 300},  # gradient steps on the references (dataset=None)

@@ -230,12 +230,13 @@ def sb3_ppo_as_the_example_builds_it(seed: int) -> PPO:
 def test_unmodified_sb3_ppo_learns_copy_with_the_transformer_policy(one_thread, seed):
     """Before the cut-off was reported as terminal, SB3 bootstrapped V(s_T) there (V averaged 1.2, above the
     largest return of 1.0) and greedy play wrote until the cut-off: 0.354 / 0.313 (seeds 0 / 1) after
-    16,384 steps, every test episode cut off."""
+    16,384 steps, every test episode cut off. 24,576 steps since issue 13's keyed sampler changed the policy's
+    numerics: at 16,384 seeds 0 / 1 / 2 reached 0.976 / 0.880 / 0.826, at 24,576 1.000 each."""
     model = sb3_ppo_as_the_example_builds_it(seed)
     before, _ = mean_episode_reward(model, deterministic=True)
-    model.learn(total_timesteps=16_384)
+    model.learn(total_timesteps=24_576)
     greedy, cut_off = mean_episode_reward(model, deterministic=True)
     sampled, _ = mean_episode_reward(model, deterministic=False)
-    print(f"\nSB3 PPO seed {seed}, 16,384 steps: greedy {before:.3f} -> {greedy:.3f} ({cut_off:.0%} cut off)")
+    print(f"\nSB3 PPO seed {seed}, 24,576 steps: greedy {before:.3f} -> {greedy:.3f} ({cut_off:.0%} cut off)")
     print(f"sampled after: {sampled:.3f}")
     assert greedy >= 0.9 and cut_off < 0.1, (greedy, cut_off)
