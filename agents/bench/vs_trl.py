@@ -59,13 +59,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from agents.bench.decoding import DTYPES, autocast
 from agents.bench.machine import describe_machine
 from agents.devices import resolve_device
 from lmrl_gym.rewards import batched
@@ -91,7 +92,7 @@ MODES = {
     "quick": {"updates": 50, "seeds": 1, "warmup": 2},
     "smoke": {"updates": 2, "seeds": 1, "warmup": 1},
 }
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = DTYPES  # bench decoding's: autocast to bfloat16 for "bf16", fp32 weights and optimizer
 ROWS = ("ours, TransformerPolicy", "ours, HFPolicy (TRL's model)", "TRL GRPOTrainer")
 TRL_ROW = ROWS[-1]
 REWARD_TAIL = 0.1  # the reward reported: the mean over this share of the last timed updates
@@ -175,13 +176,6 @@ def make_clock(device: torch.device) -> Callable[[], float]:
 
         return clock
     return time.perf_counter
-
-
-def precision_context(precision: str, device: torch.device):
-    """bf16: autocast to bfloat16 on ``device`` (fp32 weights and optimizer, as TRL's ``bf16=True``)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @contextmanager
@@ -274,7 +268,7 @@ class OurRun:
             train = self.model.train
 
             def bf16_train(traj: Any) -> Any:
-                with precision_context(precision, device):
+                with autocast(device, precision):
                     return train(traj)
 
             self.model.train = bf16_train
@@ -284,7 +278,7 @@ class OurRun:
             if device.type != "cpu":
 
                 def bf16_collect() -> Any:
-                    with precision_context(precision, device):
+                    with autocast(device, precision):
                         return timed_collect()
 
                 self.model.collect_rollout = bf16_collect

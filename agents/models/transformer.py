@@ -278,10 +278,9 @@ def attention_mask(query_valid_pos: torch.Tensor, key_valid: torch.Tensor, causa
     return mask | own[None, None]
 
 
-def additive_bias(key_valid: torch.Tensor) -> torch.Tensor:
-    """float ``[B, 1, 1, Tk]``: 0 where ``key_valid [B, Tk]`` holds, -inf elsewhere."""
-    bias = torch.zeros(key_valid.shape, device=key_valid.device)
-    return bias.masked_fill_(~key_valid, float("-inf"))[:, None, None, :]
+def additive_bias(mask: torch.Tensor) -> torch.Tensor:
+    """The float bias of a bool mask, same shape: 0 where ``mask`` holds, -inf elsewhere."""
+    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 class TransformerLM(nn.Module):
@@ -360,7 +359,7 @@ class TransformerLM(nn.Module):
         long = mask.shape[-1] > SHORT_ATTENTION_KEYS
         if long or mask.device.type != "cpu" or (self.training and self.config.dropout > 0):
             return mask
-        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+        return additive_bias(mask)
 
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.ln_f(h)
@@ -545,8 +544,10 @@ class TransformerLM(nn.Module):
         if x.shape[1] == 1 and not (self.training and self.config.dropout > 0):
             # A decode step: its one query per row may read every filled column (all are in its past), so
             # the mask is the columns' validity, as one additive bias shared by the layers.
-            mask = additive_bias(cache.key_valid[:, :end])
-            cross_mask = None if cache.cross_valid is None else additive_bias(cache.cross_valid)
+            mask = additive_bias(cache.key_valid[:, None, None, :end])
+            cross_mask = (
+                None if cache.cross_valid is None else additive_bias(cache.cross_valid[:, None, None, :])
+            )
         else:
             mask = self._short_bias(
                 attention_mask(
