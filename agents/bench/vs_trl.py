@@ -43,8 +43,9 @@ not: our rollout's steps; TRL's ``completion_mask``. Reported per row, mean +- s
 tokens/s end to end, the ratio to TRL's, seconds in generation and in update over the timed updates and
 the tokens/s of each, mean completion length, and the training reward (mean over each side's last 10%
 of timed updates, at least one) after the same number of updates. On CUDA the clock synchronises first.
-The rows take turns, one update each (TRL's ``train()`` runs in a thread that waits for its turn at
-every ``on_step_end``; waiting is not counted), so that a busy machine slows every row alike.
+The rows take turns, one update each (TRL's ``train()`` gives ours their turn at every ``on_step_end``;
+that time is not TRL's), so that a busy machine slows every row alike, and all run in one thread (see
+:class:`TRLRun`).
 
 The command line (its flags) is :mod:`agents.commands.bench`; this module measures and formats.
 """
@@ -52,10 +53,10 @@ The command line (its flags) is :mod:`agents.commands.bench`; this module measur
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import statistics
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -288,17 +289,19 @@ class OurRun:
         self.model.learn(1, reset_num_timesteps=False, log_interval=0)  # 1 env step: one rollout
         self.log.total_s.append(self.clock() - start)
 
-    def close(self) -> None:
-        pass
-
 
 class TRLRun:
-    """TRL's ``GRPOTrainer`` on ``model``, one update per :meth:`step`, timed as the module says.
+    """TRL's ``GRPOTrainer`` on ``model``, timed as the module says.
 
-    ``trainer.train()`` is one loop that cannot be called an update at a time, so it runs in a thread of its
-    own that waits at every ``on_step_end`` until :meth:`step` gives it its next turn: one thread runs at a
-    time, and TRL's updates interleave with ours, so that a busy machine slows every row alike. The time
-    spent waiting for a turn is not counted.
+    ``trainer.train()`` is one loop that cannot be called an update at a time, so :meth:`train` runs it in
+    the calling thread and hands each turn to the other rows from inside it: at every ``on_step_end`` it
+    calls ``between()`` (one update of each other row), then restarts its clock. So TRL's updates
+    interleave with ours (a busy machine slows every row alike) and every row runs in the same thread. One
+    thread matters on the CPU: torch's OpenMP workers spin between parallel regions only while a process
+    has no more OpenMP threads than cores; a second thread running torch (TRL in a thread of its own, as
+    this benchmark first did) makes every small op of every row wait for sleeping workers (ours: 17,300
+    tok/s alone, 8,900 beside such a thread, on the 2-core Xeon of the README). The time in ``between`` is
+    not counted.
     """
 
     def __init__(
@@ -310,9 +313,8 @@ class TRLRun:
         from trl import GRPOConfig, GRPOTrainer
 
         self.clock, self.log = make_clock(device), UpdateLog()
-        self._turn, self._done = threading.Semaphore(0), threading.Semaphore(0)
-        self._error: BaseException | None = None
-        self._stopping, self._started = False, 0.0
+        self._between: Callable[[], None] = lambda: None
+        self._started = 0.0
         self._output_dir = tempfile.TemporaryDirectory()
         log, clock, run = self.log, self.clock, self
 
@@ -323,17 +325,12 @@ class TRLRun:
 
         class TakeTurns(TrainerCallback):
             def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                run._turn.acquire()
                 run._started = clock()
 
-            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 log.total_s.append(clock() - run._started)
-                run._done.release()
-                run._turn.acquire()
-                if run._stopping:  # close(): after the last update, or when another row failed
-                    control.should_training_stop = True
+                run._between()
                 run._started = clock()
-                return control
 
         args = GRPOConfig(
             output_dir=self._output_dir.name,
@@ -382,43 +379,17 @@ class TRLRun:
             return output
 
         self.trainer._generate_and_score_completions = timed_generate  # _prepare_inputs calls it on self
-        self._thread = threading.Thread(
-            target=self._train, args=(torch.get_num_threads(),), name="trl-train", daemon=True
-        )
-        self._thread.start()
 
-    def _train(self, threads: int) -> None:
-        # A new thread starts with torch's default intra-op threads, not the number the caller set.
-        torch.set_num_threads(threads)
+    def train(self, between: Callable[[], None]) -> None:
+        """All of TRL's updates (``steps``), calling ``between()`` after each; cleans up after itself."""
+        self._between = between
         try:
             with warnings.catch_warnings():
                 # TRL 1.16 reads transformers' deprecated is_gradient_checkpointing: not ours to fix.
                 warnings.filterwarnings("ignore", message=".*will be removed in v6", category=FutureWarning)
                 self.trainer.train()
-        except BaseException as err:  # raised in the caller's thread by step() or close()
-            self._error = err
         finally:
-            self._done.release()
-
-    def step(self) -> None:
-        if not self._thread.is_alive():
-            raise RuntimeError("TRL's GRPOTrainer stopped before its last update")
-        self._turn.release()
-        self._done.acquire()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"TRL's GRPOTrainer failed: {error!r}") from error
-
-    def close(self) -> None:
-        """Stop ``train()`` (it waits for a turn after each update) at the update it is in, and clean up."""
-        self._stopping = True
-        # Two turns: one may be taken by on_train_begin (a row failed before TRL's first update); then the
-        # update it runs ends in on_step_end, which takes the second and stops.
-        self._turn.release(2)
-        self._thread.join()
-        self._output_dir.cleanup()
-        if self._error is not None:
-            raise RuntimeError(f"TRL's GRPOTrainer failed: {self._error!r}") from self._error
+            self._output_dir.cleanup()
 
 
 def aggregate(summaries: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -430,6 +401,12 @@ def aggregate(summaries: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         }
         for key in summaries[0]
     }
+
+
+def take_turns(runs: list[OurRun]) -> None:
+    """One update of each of ``runs`` (our rows' turn after each of TRL's updates)."""
+    for each in runs:
+        each.step()
 
 
 def run(
@@ -476,19 +453,14 @@ def run(
             gpt2 = GPT2LMHeadModel(copy.deepcopy(assets.config))
             twin = copy.deepcopy(gpt2)  # the same initial weights for ours; TRL trains gpt2 itself
             hf_policy = HFPolicy(twin, assets.env.unwrapped.tokenizer, device=torch_device)
-            runs = {
+            ours = {
                 ROWS[0]: OurRun(policy, assets, seed, precision, torch_device),
                 ROWS[1]: OurRun(hf_policy, assets, seed, precision, torch_device),
-                TRL_ROW: TRLRun(gpt2, assets, seed, steps, precision, torch_device),
             }
-            try:
-                for _ in range(steps):  # in turns, one update of each row
-                    for each in runs.values():
-                        each.step()
-            finally:
-                for each in runs.values():
-                    each.close()
-            for row, each in runs.items():
+            trl = TRLRun(gpt2, assets, seed, steps, precision, torch_device)
+
+            trl.train(functools.partial(take_turns, list(ours.values())))
+            for row, each in {**ours, TRL_ROW: trl}.items():
                 logs[row].append(each.log)
         machine = describe_machine(torch_device)
     rows = {}
