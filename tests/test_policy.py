@@ -202,6 +202,23 @@ def test_auto_device_and_cpu_precision(has_bf16_units, monkeypatch):
         assert torch.equal(logits, expected_logits) and torch.equal(scores.log_probs, expected.log_probs)
 
 
+def test_heads_run_in_fp32_under_bf16_autocast():
+    """Under bf16 autocast the trunk runs in bf16 but the LM and value heads in fp32, on the trunk's output:
+    bf16 logits would put ~0.03 of rounding noise into every log-prob, and into PPO's ratio."""
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, max_positions=8)
+    model = TransformerLM(config).eval()
+    h = torch.randn(3, 5, 16).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        logits, values = model._heads(h)
+    with torch.no_grad():
+        trunk = model.ln_f(h.float())
+        expected_logits, expected_values = model.lm_head(trunk), model.value_head(trunk).squeeze(-1)
+    assert logits.dtype == values.dtype == torch.float32
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(values, expected_values, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_the_cache_grows_past_what_start_allocated(arch):
     """``max_new_tokens`` preallocates; steps and feeds beyond it extend the cache (multi-turn feeds leave

@@ -38,18 +38,34 @@ from agents.models import TransformerConfig, TransformerLM
 from agents.sampling import KeyedSampler
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` after one untimed call."""
+    return interleaved_medians({"fn": fn}, repeats, device)["fn"]
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median wall seconds of each of ``fns`` over ``repeats`` rounds, each round calling every one once
+    (after one untimed round): the ratios between them are taken under the same state of a shared,
+    noisy machine, rather than each at its own moment."""
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(_seconds(fn, device))
+    return {name: statistics.median(each) for name, each in times.items()}
 
 
 DTYPES = ("fp32", "bf16")
@@ -215,9 +231,10 @@ def run(
 
     total = batch * new_tokens
     with autocast(dev, dtype):
-        cached_s = median_seconds(cached, repeats, dev)
-        recompute_s = median_seconds(recompute, repeats, dev)
-        teacher_s = median_seconds(teacher_forced, repeats, dev)
+        medians = interleaved_medians(
+            {"cached": cached, "recompute": recompute, "teacher_forced": teacher_forced}, repeats, dev
+        )
+    cached_s, recompute_s, teacher_s = medians["cached"], medians["recompute"], medians["teacher_forced"]
     flops = decoding_flops(config, prompt_tokens, new_tokens)
     if peak_tflops is not None:
         peak, peak_source = peak_tflops, "--peak-tflops"

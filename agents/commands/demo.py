@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--device", default="auto", help="default: %(default)s")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the policy under bfloat16 autocast (fp32 weights, heads and optimizer) where it applies: "
+        "CUDA, or a CPU with bf16 units (AMX / AVX-512 BF16); elsewhere fp32",
+    )
     parser.add_argument("--no-progress-bar", action="store_true", help="hide the PPO progress bar")
     return parser
 
@@ -147,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     policy = TransformerPolicy.for_env(
-        env, arch="causal", n_layer=args.n_layer, n_embd=args.n_embd, device=args.device
+        env,
+        arch="causal",
+        n_layer=args.n_layer,
+        n_embd=args.n_embd,
+        device=args.device,
+        bf16_autocast=args.bf16,
     )
     loss = pretrain_subset(
         policy, env, args.pretrain_examples, learning_rate=args.pretrain_learning_rate, seed=args.seed

@@ -207,6 +207,10 @@ class KVCache:
     ``positions`` kept on the host, so that :meth:`TransformerLM.step` can refuse to run past the position
     table without reading the device. For ``seq2seq``, ``cross[l]`` holds the encoder's keys and values per
     layer and ``cross_valid`` ``[B, P + 1]`` its padding mask.
+
+    A decode step attends with additive biases made from ``key_valid`` and ``cross_valid``
+    (:meth:`step_biases`), built once and reused by the steps that follow: code that changes ``key_valid``
+    in place must call :meth:`key_valid_changed`.
     """
 
     keys: list[torch.Tensor]
@@ -217,6 +221,20 @@ class KVCache:
     cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     cross_valid: torch.Tensor | None = None
     position_bound: int = 0
+    _step_biases: tuple[torch.Tensor, torch.Tensor | None] | None = field(default=None, repr=False)
+
+    def step_biases(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(self_bias [B, 1, 1, S], cross_bias [B, 1, 1, P + 1] or None)``: 0 where a column may be read,
+        -inf where not, over every column (a step slices the filled ones). Made once per change of
+        ``key_valid``: three kernels per step fewer, which shows at small batches."""
+        if self._step_biases is None:
+            cross = None if self.cross_valid is None else additive_bias(self.cross_valid[:, None, None, :])
+            self._step_biases = (additive_bias(self.key_valid[:, None, None, :]), cross)
+        return self._step_biases
+
+    def key_valid_changed(self) -> None:
+        """Say that ``key_valid`` was changed in place (the step biases are made anew when next needed)."""
+        self._step_biases = None
 
     @property
     def capacity(self) -> int:
@@ -237,6 +255,7 @@ class KVCache:
         self.keys = [grow(k) for k in self.keys]
         self.values = [grow(v) for v in self.values]
         self.key_valid = torch.cat([self.key_valid, self.key_valid.new_ones(b, extra)], dim=1)
+        self.key_valid_changed()
 
     def reorder(self, index: torch.Tensor) -> KVCache:
         """A cache whose row i is this cache's row ``index[i]`` (beam search: select and repeat rows)."""
@@ -362,6 +381,15 @@ class TransformerLM(nn.Module):
         return additive_bias(mask)
 
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_autocast_enabled(h.device.type):
+            # Under bf16 autocast the final norm and the heads still run in fp32: logits rounded to bf16 (8
+            # significant bits) move log-probs by ~0.03 at logits of ~10, differently in the rollout's cached
+            # steps and the update's teacher-forced pass, and that noise lands in PPO's ratio (the small copy
+            # task learned to 0.909 / 0.950 / 0.965 with bf16 heads, 0.979 / 0.982 / 0.982 with fp32 ones;
+            # fp32 throughout 1.000 / 0.982 / 0.982). The MiniMax-M1 report (2025) found the same train /
+            # inference probability mismatch and fixed it with an fp32 LM head.
+            with torch.autocast(h.device.type, enabled=False):
+                return self._heads(h.float())
         h = self.ln_f(h)
         return self.lm_head(h), self.value_head(h if self.value_trunk_gradient else h.detach()).squeeze(-1)
 
@@ -525,6 +553,7 @@ class TransformerLM(nn.Module):
         cols = torch.arange(k, device=dev)
         real = cols[None, :] < lengths[:, None]
         cache.key_valid[:, cache.length : cache.length + k] = real
+        cache.key_valid_changed()
         # A hole repeats its row's last real position (clamped into the table): its output is never read.
         offsets = torch.minimum(cols[None, :], (lengths[:, None] - 1).clamp(min=0))
         positions = (cache.positions[:, None] + offsets).clamp(max=self.config.max_positions - 1)
@@ -544,10 +573,8 @@ class TransformerLM(nn.Module):
         if x.shape[1] == 1 and not (self.training and self.config.dropout > 0):
             # A decode step: its one query per row may read every filled column (all are in its past), so
             # the mask is the columns' validity, as one additive bias shared by the layers.
-            mask = additive_bias(cache.key_valid[:, None, None, :end])
-            cross_mask = (
-                None if cache.cross_valid is None else additive_bias(cache.cross_valid[:, None, None, :])
-            )
+            self_bias, cross_mask = cache.step_biases()
+            mask = self_bias[..., :end]
         else:
             mask = self._short_bias(
                 attention_mask(
