@@ -415,9 +415,11 @@ class TextRLAlgorithm:
         before the optimizer steps (checked with one host read). Returns the gradient norm (a tensor)."""
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        # foreach on every device: one fused norm and one fused scale over all gradients instead of a pair
-        # of kernels per parameter tensor (torch picks foreach by itself on CUDA only).
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, foreach=True)
+        # The optimizer's parameters are the policy's (the same tensors, in order), listed once rather than
+        # walked through the module tree at every step; foreach on every device: one norm kernel and one
+        # scale over all gradients instead of a pair per tensor (torch picks foreach by itself on CUDA only).
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm, foreach=True)
         self._check_finite(**checks, grad_norm=norm)
         self.optimizer.step()
         return norm

@@ -139,7 +139,8 @@ def update_against_limit(model: PPO, traj, repeats: int) -> dict[str, float]:
     (the same sequences, the same scoring code, log-prob + value + entropy outputs back-propagated): the
     largest matrices these sequences allow. The update does that work ``n_epochs`` times in minibatches of
     ``batch_size`` episodes, plus the loss and one optimizer step per minibatch. Both are timed from the
-    same weights (restored before each repeat; medians) and counted with ``FlopCounterMode``.
+    same weights (restored before each repeat; medians, the two timed in turns) and counted with
+    ``FlopCounterMode``.
     """
     policy = model.policy
     weights = copy.deepcopy(policy.state_dict())
@@ -153,26 +154,31 @@ def update_against_limit(model: PPO, traj, repeats: int) -> dict[str, float]:
         scores = policy.evaluate_sequences(batch.prompts, batch.tokens, batch.lengths)
         (scores.log_probs.sum() + scores.values.sum() + scores.entropy.sum()).backward()
 
-    def measure(fn) -> tuple[float, float]:
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            policy.load_state_dict(weights)
-            model.optimizer.load_state_dict(optimizer_state)
-            policy.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        with FlopCounterMode(display=False) as counter:
-            fn()
+    def restore() -> None:
         policy.load_state_dict(weights)
         model.optimizer.load_state_dict(optimizer_state)
         policy.zero_grad(set_to_none=True)
-        seconds = statistics.median(times[1:])
-        return seconds, counter.get_total_flops() / seconds / 1e9
+
+    def flops(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        restore()
+        return counter.get_total_flops()
 
     policy.eval()  # as the update scores (dropout off)
-    update_s, update_gflops = measure(train)
-    limit_s, limit_gflops = measure(one_batch)
+    # Interleaved: each repeat times the update and then the limit, so that both see the same state of a
+    # shared machine (the first repeat is a warm-up).
+    times: dict[str, list[float]] = {"update": [], "limit": []}
+    for _ in range(repeats + 1):
+        for name, fn in (("update", train), ("limit", one_batch)):
+            restore()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    restore()
+    update_s, limit_s = (statistics.median(times[name][1:]) for name in ("update", "limit"))
+    update_gflops = flops(train) / update_s / 1e9
+    limit_gflops = flops(one_batch) / limit_s / 1e9
     return {
         "update_seconds": update_s,
         "update_gflops_per_s": update_gflops,
