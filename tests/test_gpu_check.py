@@ -140,7 +140,7 @@ def test_bench_decoding_prints_tflops_and_mfu_against_the_given_peak(capsys):
     with pytest.raises(SystemExit) as exit_info:  # HF decoding has no dtype flag of its own
         run_benchmark_command("decoding", ["--hf-size", "tiny", "--dtype", "bf16"])
     assert exit_info.value.code == 2
-    assert "--dtype and --peak-tflops apply to our TransformerLM" in capsys.readouterr().err
+    assert "--dtype, --peak-tflops and --compile apply to our TransformerLM" in capsys.readouterr().err
 
 
 @pytest.mark.cuda

@@ -221,6 +221,19 @@ def test_key_softmax_equals_softmax_at_every_width(keys):
     torch.testing.assert_close(padded.grad, plain.grad, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("keys", [5, 40])
+def test_key_softmax_is_float32_for_bf16_scores(keys):
+    """Attention weights are a float32 softmax even of bf16 scores (as under CPU autocast, which would
+    keep softmax and its backward in bf16)."""
+    from agents.models.transformer import key_softmax
+
+    scores = (torch.randn(4, 2, keys) * 3).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = key_softmax(scores)
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights, scores.float().softmax(-1), atol=1e-6, rtol=1e-6)
+
+
 def test_heads_run_in_fp32_under_bf16_autocast():
     """Under bf16 autocast the trunk runs in bf16 but the LM and value heads in fp32, on the trunk's output:
     bf16 logits would put ~0.03 of rounding noise into every log-prob, and into PPO's ratio."""
@@ -270,3 +283,66 @@ def test_running_past_the_position_table_is_a_clear_error(arch):
     with pytest.raises(ValueError, match="beyond max_positions=8"):
         for _ in range(8):
             model.step(cache, targets[:, 0])
+
+
+def _cxx_compiler() -> str | None:
+    import os
+    import shutil
+
+    return next(
+        (shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)),
+        None,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_decode_steps_equal_eager_ones():
+    """``compile=True`` runs ``step`` through torch.compile (dynamic shapes: rows dropped by ``select``
+    do not break it): the same logits as eager decoding up to float rounding."""
+    torch.manual_seed(0)
+    eager = TransformerPolicy.for_env("TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu")
+    compiled = TransformerPolicy.for_env("TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu", compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    prompts = torch.tensor([[4, 5, 6, 0], [7, 8, 0, 0], [4, 4, 4, 4]])
+    expected, eager_state = eager.start(prompts)
+    logits, state = compiled.start(prompts)
+    for step in range(5):
+        if step == 3:  # drop a row, as rollouts do
+            keep = torch.tensor([0, 2])
+            eager_state, state = eager.select(eager_state, keep), compiled.select(state, keep)
+            expected, logits = expected[keep], logits[keep]
+        tokens = expected.argmax(-1)
+        expected, eager_state = eager.step(eager_state, tokens)
+        logits, state = compiled.step(state, tokens)
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)  # -inf where eager has it
+
+
+def test_compile_flag_compiles_each_models_own_step_and_survives_a_checkpoint(tmp_path, monkeypatch):
+    """Each model gets its own compiled step, made once: a frozen copy (the KL reference) must step with
+    its own weights, not through the original's compiled method. ``torch.compile`` is recorded here, not
+    run (the real one is the slow test above)."""
+    import agents.policies.transformer as transformer_policy
+
+    compiled_for = []
+
+    def fake_compile(fn, dynamic):
+        assert dynamic is True
+        compiled_for.append(fn.__self__)
+        return fn
+
+    monkeypatch.setattr(transformer_policy.torch, "compile", fake_compile)
+    torch.manual_seed(0)
+    policy = TransformerPolicy.for_env("TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu", compile=True)
+    eager = TransformerPolicy.for_env("TextGen-Copy-v0", n_layer=1, n_embd=32, device="cpu")
+    reference = policy.frozen_copy()
+    prompts = torch.tensor([[4, 5, 6, 0], [7, 8, 0, 0]])
+    for each in (policy, policy, reference, eager):
+        logits, state = each.start(prompts)
+        each.step(state, logits.argmax(-1))
+    assert compiled_for == [policy.model, reference.model]
+    path = tmp_path / "policy.pt"
+    policy.save(path)
+    assert TransformerPolicy.load(path).compile_decoding is True
+    eager.save(path)
+    assert TransformerPolicy.load(path).compile_decoding is False

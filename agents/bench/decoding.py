@@ -1,7 +1,7 @@
 """Speed of the policy's decoding, each figure a ratio measured in one run on one machine.
 
     lmrl-gym bench decoding [--batch 256 --new-tokens 64 --prompt-tokens 16 --repeats 3 --dtype fp32|bf16
-                             --peak-tflops N]
+                             --peak-tflops N --compile]
 
 Tokens/s of one model (same weights, batch, prompts) generating ``--new-tokens`` tokens by sampling:
 
@@ -14,7 +14,9 @@ Beside tokens/s: the achieved TFLOP/s of rows 1 and 3 (what is counted: :func:`d
 MFU, achieved over the device's dense peak for the dtype (:data:`GPU_PEAK_TFLOPS`, by GPU name; on a CPU
 or a GPU not in the table, ``--peak-tflops`` or n/a). ``--dtype bf16`` runs the model under
 ``torch.autocast(dtype=torch.bfloat16)`` (fp32 weights, as the policies' ``bf16_autocast``), on CUDA or
-CPU.
+CPU. ``--compile`` adds a row: KV-cached sampling with the step compiled by ``torch.compile`` as
+``TransformerPolicy(compile=True)`` does (the first, untimed round pays the compilation), against the same
+eager teacher-forced limit. The rows are timed in turns, repeat by repeat (medians).
 
 With ``--policy hf:PATH`` or ``--hf-size SIZE`` the command measures instead our rollout's decoding over a
 ``transformers`` model against that model's own ``generate`` (:mod:`agents.bench.hf_decoding`, below).
@@ -24,6 +26,7 @@ The command line (its flags) is :mod:`agents.commands.bench`; this module measur
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import time
@@ -35,6 +38,7 @@ import torch
 from agents.bench.machine import describe_machine
 from agents.devices import resolve_device
 from agents.models import TransformerConfig, TransformerLM
+from agents.policies.transformer import compiled_step
 from agents.sampling import KeyedSampler
 
 
@@ -179,11 +183,14 @@ def run(
     arch: str = "causal",
     dtype: str = "fp32",
     peak_tflops: float | None = None,
+    compile: bool = False,
 ) -> dict[str, float | str | None]:
     """Time the three ways of decoding; tokens/s, ratios, achieved TFLOP/s and MFU.
 
     :param dtype: ``"fp32"`` or ``"bf16"`` (autocast). :param peak_tflops: the device's peak TFLOP/s for
         the MFU; None = :data:`GPU_PEAK_TFLOPS` by the GPU's name (no MFU where it has none).
+    :param compile: also time KV-cached sampling with the step compiled as ``TransformerPolicy(compile=
+        True)`` compiles it (the untimed first round pays the compilation), against the same eager limit.
     """
     dev = resolve_device(device)
     autocast(dev, dtype)  # an unknown dtype fails here, before the model is built
@@ -203,14 +210,14 @@ def run(
 
     # The project's sampler (agents.sampling), as rollouts use it: its keys are made once per pass.
     @torch.no_grad()
-    def cached() -> torch.Tensor:
+    def cached(step: Callable = model.step) -> torch.Tensor:
         sampler = KeyedSampler(0, 0, torch.arange(batch, device=dev), new_tokens)
         logits, _, cache = model.start(prompts, lengths, new_tokens)
         out = []
         for t in range(new_tokens):
             token = sampler.sample(logits, t)
             out.append(token)
-            logits, _, cache = model.step(cache, token)
+            logits, _, cache = step(cache, token)
         return torch.stack(out, 1)
 
     @torch.no_grad()
@@ -231,9 +238,10 @@ def run(
 
     total = batch * new_tokens
     with autocast(dev, dtype):
-        medians = interleaved_medians(
-            {"cached": cached, "recompute": recompute, "teacher_forced": teacher_forced}, repeats, dev
-        )
+        ways = {"cached": cached, "recompute": recompute, "teacher_forced": teacher_forced}
+        if compile:
+            ways["compiled"] = functools.partial(cached, compiled_step(model))
+        medians = interleaved_medians(ways, repeats, dev)
     cached_s, recompute_s, teacher_s = medians["cached"], medians["recompute"], medians["teacher_forced"]
     flops = decoding_flops(config, prompt_tokens, new_tokens)
     if peak_tflops is not None:
@@ -258,6 +266,14 @@ def run(
         "teacher_forced_tokens_per_s": total / teacher_s,
         "cached_vs_recompute": recompute_s / cached_s,
         "cached_vs_teacher_forced": teacher_s / cached_s,
+        **(
+            {
+                "compiled_tokens_per_s": total / medians["compiled"],
+                "compiled_vs_teacher_forced": teacher_s / medians["compiled"],
+            }
+            if compile
+            else {}
+        ),
     }
 
 
@@ -293,4 +309,9 @@ def format_report(result: dict[str, float | str | None], settings: dict[str, obj
         f"{r['cached_vs_teacher_forced']:.2f}x of it | {r['teacher_forced_tflops']:.3g} | "
         f"{mfu('teacher_forced')} |",
     ]
+    if "compiled_tokens_per_s" in r:
+        lines.append(
+            f"| KV-cached sampling, step compiled (compile=True) | {r['compiled_tokens_per_s']:,.0f} | "
+            f"{r['compiled_vs_teacher_forced']:.2f}x of the limit | - | - |"
+        )
     return "\n".join(lines)

@@ -73,6 +73,12 @@ def bench_decoding(argv: list[str]) -> int:
         "the GPU's name (known: H100, H200, A100, L40S, L40, L4, A10), else no MFU; our TransformerLM only",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time KV-cached sampling with the step compiled (TransformerPolicy(compile=True); "
+        f"the first, untimed round compiles it); {ours_only}",
+    )
+    parser.add_argument(
         "--policy",
         type=policy_choice,
         default=PolicyChoice("transformer"),
@@ -93,9 +99,10 @@ def bench_decoding(argv: list[str]) -> int:
     if hf_path is not None and args.hf_size is not None:
         parser.error("give --policy hf:PATH or --hf-size, not both")
     if hf_path is not None or args.hf_size is not None:
-        if args.dtype != "fp32" or args.peak_tflops is not None:
+        if args.dtype != "fp32" or args.peak_tflops is not None or args.compile:
             parser.error(
-                "--dtype and --peak-tflops apply to our TransformerLM, not to --policy hf: or --hf-size"
+                "--dtype, --peak-tflops and --compile apply to our TransformerLM, not to --policy hf: or "
+                "--hf-size"
             )
         settings = {
             "batch": args.batch or hf["batch"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ class DecodingState:
         )
 
 
+# One compiled decode step per model (weakly held): a policy's deep copy (a frozen reference) has a model
+# of its own and compiles its own step, rather than calling the original's.
+_COMPILED_STEPS: weakref.WeakKeyDictionary[TransformerLM, Any] = weakref.WeakKeyDictionary()
+
+
+def compiled_step(model: TransformerLM) -> Any:
+    """``torch.compile(model.step, dynamic=True)``, made once per model."""
+    step = _COMPILED_STEPS.get(model)
+    if step is None:
+        step = _COMPILED_STEPS[model] = torch.compile(model.step, dynamic=True)
+    return step
+
+
 class TransformerPolicy(nn.Module):
     """A :class:`TransformerLM` with the environment's tokenizer and lengths, exposing what RL needs: the
     :class:`~agents.policies.base.Policy` protocol.
@@ -65,6 +79,10 @@ class TransformerPolicy(nn.Module):
     :param bf16_autocast: run the model under bfloat16 autocast (weights, optimizer and losses stay fp32;
         the KV cache is bf16) on CUDA and on CPUs with bf16 units (AMX or AVX-512 BF16); ignored on other
         CPUs, which stay fp32 (see :func:`agents.devices.bf16_autocast_applies`).
+    :param compile: run each decode step (:meth:`step`) through ``torch.compile`` (dynamic shapes: the
+        cache grows and rows drop out without recompiling), which fuses its small operators. The first
+        rollout pays the compilation (seconds to a minute; needs a C++ compiler on CPU); the same tokens
+        up to float rounding. Default CUDA mode, no CUDA graphs (not yet measured on a GPU).
     """
 
     def __init__(
@@ -75,6 +93,7 @@ class TransformerPolicy(nn.Module):
         max_new_tokens: int,
         device: str | torch.device = "auto",
         bf16_autocast: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if config.vocab_size != tokenizer.vocab_size:
@@ -94,6 +113,8 @@ class TransformerPolicy(nn.Module):
         self.register_buffer("invalid_ids_mask", invalid, persistent=False)
         self.to(resolve_device(device))
         self.bf16_autocast = bool(bf16_autocast)
+        # Not named `compile`: that is nn.Module's own method.
+        self.compile_decoding = bool(compile)
 
     # ------------------------------------------------------------------ construction
 
@@ -109,6 +130,7 @@ class TransformerPolicy(nn.Module):
         n_encoder_layer: int | None = None,
         device: str | torch.device = "auto",
         bf16_autocast: bool = False,
+        compile: bool = False,
     ) -> TransformerPolicy:
         """A fresh policy sized for ``env`` (an id, a ``TextGenEnv`` or a ``TextGenVectorEnv``): vocabulary,
         pad / bos ids and observation widths are read from it."""
@@ -129,7 +151,7 @@ class TransformerPolicy(nn.Module):
             bos_id=setup.tokenizer.bos_id,
             n_encoder_layer=n_encoder_layer,
         )
-        return cls(config, setup.tokenizer, p, t, device=device, bf16_autocast=bf16_autocast)
+        return cls(config, setup.tokenizer, p, t, device=device, bf16_autocast=bf16_autocast, compile=compile)
 
     def check_env(self, env: Any) -> None:
         """Raise ValueError unless ``env`` has this policy's tokenizer and fits its lengths."""
@@ -211,8 +233,9 @@ class TransformerPolicy(nn.Module):
 
     def step(self, state: DecodingState, tokens: torch.Tensor) -> tuple[torch.Tensor, DecodingState]:
         """Feed one token per row (``[B]``); return the next logits ``[B, V]`` and the updated state."""
+        step = compiled_step(self.model) if self.compile_decoding else self.model.step
         with self._autocast():
-            logits, values, cache = self.model.step(state.cache, tokens.to(self.device))
+            logits, values, cache = step(state.cache, tokens.to(self.device))
         logits = self._mask(logits)
         return logits, DecodingState(cache, values.float(), logits)
 
@@ -385,6 +408,7 @@ class TransformerPolicy(nn.Module):
             "max_prompt_tokens": self.max_prompt_tokens,
             "max_new_tokens": self.max_new_tokens,
             "bf16_autocast": self.bf16_autocast,
+            "compile": self.compile_decoding,
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
         with atomic_path(path) as tmp:
@@ -420,6 +444,7 @@ class TransformerPolicy(nn.Module):
                 payload["max_new_tokens"],
                 device="cpu",
                 bf16_autocast=payload.get("bf16_autocast", False),
+                compile=payload.get("compile", False),
             )
             policy.model.load_state_dict(payload["state_dict"])
         except (KeyError, TypeError, RuntimeError) as err:
