@@ -50,11 +50,16 @@ class DecodingState:
 _COMPILED_STEPS: weakref.WeakKeyDictionary[TransformerLM, Any] = weakref.WeakKeyDictionary()
 
 
+# torch.compile's options for the decode step: dynamic shapes (the cache grows every step, rows drop out),
+# torch's default backend (inductor). Tests may swap the backend for a faster one.
+COMPILE_OPTIONS: dict[str, Any] = {"dynamic": True}
+
+
 def compiled_step(model: TransformerLM) -> Any:
-    """``torch.compile(model.step, dynamic=True)``, made once per model."""
+    """``torch.compile(model.step, **COMPILE_OPTIONS)``, made once per model."""
     step = _COMPILED_STEPS.get(model)
     if step is None:
-        step = _COMPILED_STEPS[model] = torch.compile(model.step, dynamic=True)
+        step = _COMPILED_STEPS[model] = torch.compile(model.step, **COMPILE_OPTIONS)
     return step
 
 
