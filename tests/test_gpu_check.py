@@ -166,3 +166,34 @@ def test_on_cuda_bf16_autocast_scores_close_to_fp32():
     assert bf16.log_probs.dtype == torch.float32 and bf16.log_probs.device.type == "cuda"
     torch.testing.assert_close(bf16.log_probs, fp32.log_probs, atol=0.05, rtol=0)
     assert not torch.equal(bf16.log_probs, fp32.log_probs)  # the bf16 pass really ran in bf16
+
+
+def test_interleaved_medians_take_turns_after_a_warm_up_round_and_run_before_each_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmarks' shared timer: one untimed round, then ``repeats`` rounds calling each function once
+    in turn, ``before`` ahead of every call (not timed); the medians are of the timed rounds only. A fake
+    clock that each call advances by its own duration, so nothing here depends on the machine's speed."""
+    from agents.bench import decoding
+
+    now = [0.0]
+    monkeypatch.setattr(decoding.time, "perf_counter", lambda: now[0])
+    calls: list[str] = []
+    durations = {"a": iter([50.0, 1.0, 2.0, 9.0]), "b": iter([0.0, 4.0, 5.0, 6.0])}
+
+    def timed(name: str):
+        def fn() -> None:
+            calls.append(name)
+            now[0] += next(durations[name])
+
+        return fn
+
+    def before() -> None:
+        calls.append("before")
+        now[0] += 100.0  # untimed: it runs before the clock starts
+
+    medians = decoding.interleaved_medians(
+        {"a": timed("a"), "b": timed("b")}, 3, torch.device("cpu"), before=before
+    )
+    assert calls == ["before", "a", "before", "b"] * 4
+    assert medians == {"a": 2.0, "b": 5.0}  # the 50 s warm-up call and every `before` are left out

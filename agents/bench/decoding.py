@@ -58,18 +58,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device)
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    device: torch.device,
+    before: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Median wall seconds of each of ``fns`` over ``repeats`` rounds, each round calling every one once
     (after one untimed round): the ratios between them are taken under the same state of a shared,
-    noisy machine, rather than each at its own moment."""
-    for fn in fns.values():
-        fn()
+    noisy machine, rather than each at its own moment. ``before`` (untimed) runs before every call, e.g.
+    to restore the weights a timed update changed."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         for name, fn in fns.items():
+            if before is not None:
+                before()
             times[name].append(_seconds(fn, device))
-    return {name: statistics.median(each) for name, each in times.items()}
+    return {name: statistics.median(each[1:]) for name, each in times.items()}
 
 
 DTYPES = ("fp32", "bf16")

@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import lmrl_gym  # noqa: F401
 from agents.algorithms import PPO
+from agents.bench.decoding import interleaved_medians
 from agents.bench.machine import describe_machine
 from agents.sb3 import SB3VecEnv
 from lmrl_gym.vector_env import TextGenVectorEnv
@@ -166,17 +167,11 @@ def update_against_limit(model: PPO, traj, repeats: int) -> dict[str, float]:
         return counter.get_total_flops()
 
     policy.eval()  # as the update scores (dropout off)
-    # Interleaved: each repeat times the update and then the limit, so that both see the same state of a
-    # shared machine (the first repeat is a warm-up).
-    times: dict[str, list[float]] = {"update": [], "limit": []}
-    for _ in range(repeats + 1):
-        for name, fn in (("update", train), ("limit", one_batch)):
-            restore()
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    seconds = interleaved_medians(
+        {"update": train, "limit": one_batch}, repeats, model.device, before=restore
+    )
     restore()
-    update_s, limit_s = (statistics.median(times[name][1:]) for name in ("update", "limit"))
+    update_s, limit_s = seconds["update"], seconds["limit"]
     update_gflops = flops(train) / update_s / 1e9
     limit_gflops = flops(one_batch) / limit_s / 1e9
     return {
